@@ -1,0 +1,225 @@
+"""Tests of `llmbook.train` that are too heavy for the notebook: accumulation equivalence, the default loss against
+Hugging Face's own, schedules against transformers', divergence and early stopping, SIGKILL + resume (bitwise), and a
+real 2-process CPU run (gloo) through `accelerate launch`.
+
+The subprocess tests use `tests/_train_worker.py` (a tiny GPT-2 on fixed random tokens, one thread)."""
+import math, os, shutil, subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmbook.train import (TrainingConfig, TrainingDivergedError, checkpoint_dir, cross_entropy_loss, evaluate,
+                           latest_checkpoint, list_checkpoints, load_model_weights, per_example_cross_entropy,
+                           schedule_factor, train)
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from _train_worker import collate, make_data, make_model  # noqa: E402
+
+torch.set_num_threads(1)   # tiny models: one thread is fastest and deterministic
+ENV = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1", PYTHONHASHSEED="0", TOKENIZERS_PARALLELISM="false")
+
+
+def flat(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def cfg(tmp_path, **kw):
+    base = dict(num_epochs=1, per_device_batch_size=8, learning_rate=1e-3, warmup_ratio=0.0, log_every_steps=1,
+                progress=False, eval_batch_size=8)
+    base.update(kw)
+    return TrainingConfig(str(tmp_path), **base)
+
+
+# ------------------------------------------------------------------ loss
+def test_default_loss_equals_hf_causal_lm_loss():
+    m = make_model(); batch = collate(make_data(6))
+    out = m(**batch)                                          # HF computes its own shifted, -100-masked mean loss
+    s, c = cross_entropy_loss(m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]), batch)
+    assert int(c) == int((batch["labels"][:, 1:] != -100).sum())
+    assert abs((s / c).item() - out.loss.item()) < 1e-6
+
+
+def test_default_loss_classification_and_bad_shapes():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(7, 3), torch.tensor([0, 2, 1, -100, 2, 0, 1])
+    sums, counts = per_example_cross_entropy({"logits": logits}, {"labels": labels})
+    ref = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+    assert torch.allclose(sums.sum(), ref) and counts.tolist() == [1, 1, 1, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="pass loss_fn"):
+        per_example_cross_entropy({"logits": torch.randn(2, 3, 4)}, {"labels": torch.zeros(2, dtype=torch.long)})
+
+
+# ------------------------------------------------------------------ accumulation
+def test_accumulation_equals_big_batch(tmp_path):
+    """k micro-batches of b examples == one batch of k*b, in the logged loss and in the update (SGD exposes the
+    gradient: p1 = p0 - lr*g). Sequences have different lengths, so a per-micro-batch mean would NOT agree."""
+    data = make_data(40)
+    res = {}
+    for b, k in [(8, 1), (2, 4), (4, 2)]:
+        m = make_model()
+        r = train(m, data, config=cfg(tmp_path / f"{b}x{k}", per_device_batch_size=b, gradient_accumulation_steps=k,
+                                      max_grad_norm=None, lr_schedule="constant", num_epochs=2),
+                  collate_fn=collate, optimizer=torch.optim.SGD(m.parameters(), lr=0.5))
+        res[k] = (flat(r.model), [h["loss"] for h in r.history if "loss" in h], r.global_step)
+    assert res[1][2] == res[4][2] == res[2][2] == 10
+    for k in (2, 4):
+        assert (res[1][0] - res[k][0]).abs().max().item() < 1e-6
+        assert max(abs(x - y) for x, y in zip(res[1][1], res[k][1])) < 1e-6
+    # the naive loop (mean per micro-batch, divided by k) is measurably different: the test can fail
+    m = make_model(); opt = torch.optim.SGD(m.parameters(), lr=0.5)
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(42)).tolist()
+    for i in range(4):
+        mb = collate([data[j] for j in order[2 * i: 2 * i + 2]])
+        (m(**mb).loss / 4).backward()
+    opt.step()
+    m2 = make_model(); opt2 = torch.optim.SGD(m2.parameters(), lr=0.5)
+    m2(**collate([data[j] for j in order[:8]])).loss.backward(); opt2.step()
+    assert (flat(m) - flat(m2)).abs().max().item() > 1e-4
+
+
+def test_partial_last_window(tmp_path):
+    "10 batches with k=4: windows of 4, 4 and 2 micro-batches -> 3 optimizer steps per epoch."
+    r = train(make_model(), make_data(40), config=cfg(tmp_path, per_device_batch_size=4, gradient_accumulation_steps=4),
+              collate_fn=collate)
+    assert r.global_step == 3 and [h["epoch"] for h in r.history if "loss" in h] == [0.4, 0.8, 1.0]
+
+
+# ------------------------------------------------------------------ schedules
+@pytest.mark.parametrize("name", ["linear", "cosine", "constant"])
+def test_schedules_match_transformers(name):
+    import transformers
+    fn = dict(linear=transformers.get_linear_schedule_with_warmup, cosine=transformers.get_cosine_schedule_with_warmup,
+              constant=transformers.get_constant_schedule_with_warmup)[name]
+    p = torch.nn.Parameter(torch.zeros(1)); opt = torch.optim.SGD([p], lr=1.0)
+    sch = fn(opt, 7, 50) if name != "constant" else fn(opt, 7)
+    for step in range(50):
+        assert abs(schedule_factor(step, schedule=name, warmup_steps=7, total_steps=50) - sch.get_last_lr()[0]) < 1e-12
+        opt.step(); sch.step()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="lr_schedule"): TrainingConfig("x", lr_schedule="step")
+    with pytest.raises(ValueError, match="keep_last"): TrainingConfig("x", keep_last=0)
+
+
+# ------------------------------------------------------------------ checkpoints, divergence, early stopping
+def test_checkpoints_keep_last_and_history_files(tmp_path):
+    r = train(make_model(), make_data(40), make_data(8, seed=1),
+              config=cfg(tmp_path, per_device_batch_size=4, save_every_steps=2, eval_every_steps=5, keep_last=2,
+                         metric_for_best_model="loss"), collate_fn=collate)
+    steps = [int(p.name.split("-")[1]) for p in list_checkpoints(tmp_path)]
+    best = int(Path(r.best_checkpoint).name.split("-")[1])
+    assert steps[-2:] == [8, 10] and set(steps) <= {8, 10, best}
+    assert (tmp_path / "history.json").is_file() and (tmp_path / "history.csv").is_file()
+    assert r.eval_metrics["eval_examples"] == 8
+    m = load_model_weights(make_model(seed=5), latest_checkpoint(tmp_path))
+    assert torch.equal(flat(m), flat(r.model))
+
+
+def test_divergence_raises_and_keeps_checkpoint(tmp_path):
+    def exploding_loss(outputs, batch):
+        s, c = cross_entropy_loss(outputs, batch)
+        return (s * float("nan") if exploding_loss.calls >= 3 else s), c
+    exploding_loss.calls = 0
+    def count(state): exploding_loss.calls = state["global_step"]
+    with pytest.raises(TrainingDivergedError, match="step 4"):
+        train(make_model(), make_data(40), config=cfg(tmp_path, per_device_batch_size=4, save_every_steps=2),
+              collate_fn=collate, loss_fn=exploding_loss, callbacks=(count,))
+    assert latest_checkpoint(tmp_path) == checkpoint_dir(tmp_path, 2)
+
+
+def test_early_stopping(tmp_path):
+    """Patience 2 on a metric where higher is better ('loss' with greater_is_better=True, which training works
+    against): the run must stop at the 2nd evaluation in a row without a new best, and the best checkpoint is the
+    step of the highest eval loss. The expected stop is recomputed from the evaluation history."""
+    r = train(make_model(), make_data(40), make_data(8, seed=1),
+              config=cfg(tmp_path, per_device_batch_size=4, num_epochs=5, eval_every_steps=1, early_stopping_patience=2,
+                         metric_for_best_model="loss", greater_is_better=True, learning_rate=1e-2),
+              collate_fn=collate)
+    evals = [(h["step"], h["eval_loss"]) for h in r.history if "eval_loss" in h]
+    best, bad, stop = None, 0, None
+    for step, v in evals:
+        if best is None or v > best[1]: best, bad = (step, v), 0
+        else:
+            bad += 1
+            if bad == 2: stop = step; break
+    assert r.stopped_early and stop is not None and r.global_step == stop < 50
+    assert Path(r.best_checkpoint) == checkpoint_dir(tmp_path, best[0]) and Path(r.best_checkpoint).is_dir()
+
+
+def test_bf16_on_cpu_runs_and_fp16_refused(tmp_path):
+    r = train(make_model(), make_data(16), config=cfg(tmp_path, mixed_precision="bf16", cpu=True), collate_fn=collate)
+    assert math.isfinite(r.train_loss)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="fp16"):
+            train(make_model(), make_data(16), config=cfg(tmp_path / "b", mixed_precision="fp16"), collate_fn=collate)
+
+
+def test_frozen_eval_modules_stay_in_eval(tmp_path):
+    m = make_model(dropout=0.1)
+    for p in m.transformer.h.parameters(): p.requires_grad_(False)
+    m.transformer.h.eval()
+    seen = {}
+    def spy(state): seen["h"] = m.transformer.h.training; seen["root"] = m.training
+    train(m, make_data(16), config=cfg(tmp_path), collate_fn=collate, callbacks=(spy,))
+    assert seen == {"h": False, "root": True}
+
+
+# ------------------------------------------------------------------ subprocess tests
+def run_worker(*args, launcher=(), env=None):
+    return subprocess.run([*launcher, *(() if launcher else (sys.executable,)), str(HERE / "_train_worker.py"),
+                           *map(str, args)], env=env or ENV, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_is_bitwise_equal(tmp_path):
+    """A run SIGKILLed while writing a checkpoint (temp folder written, not yet renamed), resumed, SIGKILLed again
+    mid-epoch, and resumed again ends with parameters bitwise equal to an uninterrupted run (dropout on)."""
+    common = ["--dropout", "0.1", "--save-every", "3"]
+    ref = run_worker(tmp_path / "ref", tmp_path / "ref.pt", *common)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run = tmp_path / "run"
+    p = run_worker(run, tmp_path / "run.pt", *common, "--kill-in-save", 9)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert (run / "checkpoints" / ".tmp-step-0000009").is_dir()               # the torn write ...
+    assert latest_checkpoint(run) == checkpoint_dir(run, 6)                     # ... is not a checkpoint
+    p = run_worker(run, tmp_path / "run.pt", *common, "--resume", "--kill-at-step", 14)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert "resumed from" in p.stdout and "step 6, epoch 0, batch 6/10" in p.stdout
+    assert latest_checkpoint(run) == checkpoint_dir(run, 12)
+    p = run_worker(run, tmp_path / "run.pt", *common, "--resume")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "step 12, epoch 1, batch 2/10" in p.stdout
+    a, b = torch.load(tmp_path / "ref.pt"), torch.load(tmp_path / "run.pt")
+    assert a["global_step"] == b["global_step"] == 20
+    for k in a["params"]: assert torch.equal(a["params"][k], b["params"][k]), k
+    assert not (run / "checkpoints" / ".tmp-step-0000009").exists()          # cleaned up on resume
+
+
+@pytest.mark.slow
+def test_two_cpu_processes(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` with cpu=True: 2 gloo ranks (NOT `--cpu`, which runs one).
+    Parameters equal across ranks, equal to one process with the same global batch (2 x 2 = 4) within 1e-5, every one
+    of 13 evaluation examples counted once, and the 2-process checkpoint loads into a plain model."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533"]
+    p = run_worker(tmp_path / "mp", tmp_path / "mp.pt", "--cpu", "--batch", 2, launcher=launcher,
+                   env=dict(ENV, ACCELERATE_USE_CPU="1"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    mp = torch.load(tmp_path / "mp.pt")
+    assert mp["num_processes"] == 2 and mp["distributed_type"].endswith("MULTI_CPU")
+    assert mp["rank_diff"] == 0.0
+    torch.set_num_threads(1)
+    ref = train(make_model(), make_data(40), make_data(13, seed=1),
+                config=cfg(tmp_path / "sp", num_epochs=2, per_device_batch_size=4, learning_rate=3e-3, warmup_steps=2,
+                           eval_batch_size=4), collate_fn=collate)
+    diff = max((mp["params"][k] - v).abs().max().item() for k, v in ref.model.state_dict().items())
+    assert diff < 1e-5, diff
+    assert mp["eval_metrics"]["eval_examples"] == ref.eval_metrics["eval_examples"] == 13
+    assert abs(mp["eval_metrics"]["eval_loss"] - ref.eval_metrics["eval_loss"]) < 1e-5
+    assert mp["eval2"]["eval_examples"] == 13           # evaluate() without an accelerator, inside the 2-process run
+    assert abs(mp["eval2"]["eval_loss"] - ref.eval_metrics["eval_loss"]) < 1e-5
+    plain = load_model_weights(make_model(seed=3), latest_checkpoint(tmp_path / "mp"))
+    for k, v in plain.state_dict().items(): assert torch.equal(v, mp["params"][k]), k
