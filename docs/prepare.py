@@ -266,12 +266,15 @@ def _show_doc_processor(modidx: dict, lib: str):
     from nbdev.process import Processor
     from nbdev.processors import _default_exp, _is_showdoc
     from nbdev.showdoc import show_doc
+    from fastcore.nbio import read_nb
 
     class show_docs_from_package(Processor):
         "Replaces nbdev's exec_show_docs: renders `show_doc(x)` cells by importing x from the library."
         def begin(self):
             self.title = getattr(self.nb, "frontmatter_", {}).get("title", "?")
-            self.res = _Resolver(_default_exp(self.nb), lib, modidx)
+            # nbdev has already stripped `#| default_exp` from the cells: read it from the notebook file
+            path = getattr(self.nb, "path_", None)
+            self.res = _Resolver(_default_exp(read_nb(path)) if path else None, lib, modidx)
 
         def __call__(self, cell):
             if not _is_showdoc(cell): return
