@@ -65,10 +65,12 @@ LLMBOOK_MATHJAX_STATIC="$root/_build/mathjax_static" \
   "$py" -m sphinx -b html -q -c docs -w "$log" ${SPHINXOPTS:-} _build/src "$out"
 
 # 5. fail loudly
-nwarn=$(grep -c 'WARNING' "$log" || true)
-if grep -E 'ERROR|CRITICAL|SEVERE|failed to import|autosummary: failed' "$log" >/dev/null; then
+# (warnings are listed only for pages re-read in this run; `SPHINXOPTS=-E` re-reads all of them)
+nwarn=$(grep -cE '(^|: )WARNING:' "$log" || true)
+errors='(^|: )(ERROR|CRITICAL|SEVERE):|[Ff]ailed to import'
+if grep -E "$errors" "$log" >/dev/null; then
   echo "FAILED: Sphinx reported errors (full log: $log):"
-  grep -E 'ERROR|CRITICAL|SEVERE|failed to import|autosummary: failed' "$log" | head -40
+  grep -E -A3 "$errors" "$log" | head -60
   exit 1
 fi
 remote=$(grep -rlE '<script[^>]+src="(https?:)?//|<link[^>]+href="(https?:)?//[^"]*"[^>]*rel="(stylesheet|preload|modulepreload)"|<link[^>]+rel="(stylesheet|preload|modulepreload)"[^>]+href="(https?:)?//' \
