@@ -53,7 +53,6 @@ autosummary_generate = True
 autosummary_ignore_module_all = False   # a module's public API is its nbdev-generated __all__
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_preserve_defaults = True
 default_role = "code"                # docstrings are written markdown-style: `x` means code, not italics
 templates_path = [str(DOCS / "_templates")]
 
