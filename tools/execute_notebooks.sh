@@ -12,7 +12,7 @@ nbs=("$@"); [ ${#nbs[@]} -gt 0 ] || nbs=(nbs/*.ipynb)
 for nb in "${nbs[@]}"; do
   echo "== executing $nb"
   log=$(mktemp)
-  if ! "$bin/jupyter" nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=900 "$nb" >"$log" 2>&1
+  if ! "$bin/jupyter" nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=${LLMBOOK_CELL_TIMEOUT:-900} "$nb" >"$log" 2>&1
   then grep -v 'Kernel is running over TCP' "$log" | tail -40; echo "FAILED: $nb"; rm -f "$log"; exit 1; fi
   rm -f "$log"
 done
