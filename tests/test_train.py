@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from llmbook.train import (TrainingConfig, TrainingDivergedError, checkpoint_dir, cross_entropy_loss, evaluate,
-                           latest_checkpoint, list_checkpoints, load_model_weights, per_example_cross_entropy,
-                           schedule_factor, train)
+                           latest_checkpoint, list_checkpoints, load_model_weights, per_example_cross_entropy, train)
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -88,15 +87,21 @@ def test_partial_last_window(tmp_path):
 
 # ------------------------------------------------------------------ schedules
 @pytest.mark.parametrize("name", ["linear", "cosine", "constant"])
-def test_schedules_match_transformers(name):
+def test_loop_lr_sequence_matches_transformers(tmp_path, name):
+    """The learning rate used at every optimizer step of a run with accumulation (k=2, 10 batches -> 5 steps per
+    epoch, 2 epochs) equals transformers' schedule stepped once per optimizer step."""
     import transformers
     fn = dict(linear=transformers.get_linear_schedule_with_warmup, cosine=transformers.get_cosine_schedule_with_warmup,
               constant=transformers.get_constant_schedule_with_warmup)[name]
-    p = torch.nn.Parameter(torch.zeros(1)); opt = torch.optim.SGD([p], lr=1.0)
-    sch = fn(opt, 7, 50) if name != "constant" else fn(opt, 7)
-    for step in range(50):
-        assert abs(schedule_factor(step, schedule=name, warmup_steps=7, total_steps=50) - sch.get_last_lr()[0]) < 1e-12
-        opt.step(); sch.step()
+    r = train(make_model(), make_data(40), config=cfg(tmp_path, per_device_batch_size=4, gradient_accumulation_steps=2,
+                                                      num_epochs=2, lr_schedule=name, warmup_steps=3, learning_rate=0.1),
+              collate_fn=collate)
+    p = torch.nn.Parameter(torch.zeros(1)); opt = torch.optim.SGD([p], lr=0.1)
+    sch = fn(opt, 3, 10) if name != "constant" else fn(opt, 3)
+    expected = []
+    for _ in range(10): expected.append(sch.get_last_lr()[0]); opt.step(); sch.step()
+    got = [h["lr"] for h in r.history if "loss" in h]
+    assert r.global_step == 10 and max(abs(a - b) for a, b in zip(got, expected)) < 1e-15
 
 
 def test_config_validation():
