@@ -154,6 +154,20 @@ def test_early_stopping(tmp_path):
     assert Path(r.best_checkpoint) == checkpoint_dir(tmp_path, best[0]) and Path(r.best_checkpoint).is_dir()
 
 
+def test_load_best_model_at_end(tmp_path):
+    "load_best_model_at_end restores the weights of the best evaluation's checkpoint and reports its metrics."
+    r = train(make_model(), make_data(40), make_data(8, seed=1),
+              config=cfg(tmp_path, per_device_batch_size=4, num_epochs=2, eval_every_steps=1, keep_last=1,
+                         metric_for_best_model="loss", greater_is_better=True, load_best_model_at_end=True),
+              collate_fn=collate)
+    evals = [h for h in r.history if "eval_loss" in h]
+    best = max(evals, key=lambda h: h["eval_loss"])
+    assert Path(r.best_checkpoint) == checkpoint_dir(tmp_path, best["step"]) and best["step"] < r.global_step
+    assert r.eval_metrics["eval_loss"] == best["eval_loss"]
+    m = load_model_weights(make_model(seed=9), r.best_checkpoint)
+    assert torch.equal(flat(m), flat(r.model))
+
+
 def test_bf16_on_cpu_runs_and_fp16_refused(tmp_path):
     r = train(make_model(), make_data(16), config=cfg(tmp_path, mixed_precision="bf16", cpu=True), collate_fn=collate)
     assert math.isfinite(r.train_loss)
