@@ -113,7 +113,7 @@ def cmd_finetune(args, argv) -> int:
     fa = FinetuneArgs(
         model=args.model, data=args.data, text_column=args.text_column, label_column=args.label_column,
         group_column=args.group_column, strategy=args.strategy, last_k=args.last_k, lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha, epochs=args.epochs or (s.epochs if small else 2), lr=args.lr,
+        lora_alpha=args.lora_alpha, epochs=args.epochs if args.epochs is not None else (s.epochs if small else 2), lr=args.lr,
         batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
         max_length=args.max_length, warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, seed=s.seed,
         output_dir=args.output_dir, resume=args.resume, overwrite=args.overwrite, mixed_precision=s.mixed_precision,
@@ -135,12 +135,12 @@ def cmd_finetune(args, argv) -> int:
 
 # %% ../nbs/10_cli.ipynb #a16ff553
 def cmd_predict(args, argv) -> int:
-    from llmbook.finetune import predict
+    from llmbook.finetune import predict, FinetuneError
     texts = list(args.texts)
     if args.file:
         try: texts += [l.rstrip("\n") for l in Path(args.file).read_text(encoding="utf-8").splitlines() if l.strip()]
-        except (OSError, UnicodeDecodeError) as e: raise SystemExit(f"llmbook predict: cannot read --file: {e}")
-    if not texts: raise SystemExit("llmbook predict: give texts as arguments or --file FILE (one text per line).")
+        except (OSError, UnicodeDecodeError) as e: raise FinetuneError(f"cannot read --file: {e}") from None
+    if not texts: raise FinetuneError("no texts: give them as arguments or with --file FILE (one text per line).")
     out = predict(args.model_dir, texts, batch_size=args.batch_size, max_length=args.max_length)
     if args.json: print(json.dumps(out, indent=1))
     else:

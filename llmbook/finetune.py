@@ -15,10 +15,10 @@ import torch
 from . import config as _config, resources, data as _data, metrics as _metrics
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'DEFAULT_LR', 'FinetuneError', 'resolve_model', 'describe_model', 'load_classifier', 'prepare_data',
-           'frozen_modules', 'apply_strategy', 'count_parameters', 'FinetuneArgs', 'check_output_dir',
-           'classification_metrics', 'tfidf_baseline', 'model_card', 'finetune', 'format_metrics', 'load_folder',
-           'predict_proba', 'predict', 'evaluate_folder', 'strategies_table']
+__all__ = ['STRATEGIES', 'DEFAULT_LR', 'LOCK_NAME', 'FinetuneError', 'resolve_model', 'describe_model', 'load_classifier',
+           'prepare_data', 'frozen_modules', 'apply_strategy', 'count_parameters', 'FinetuneArgs', 'lock_output_dir',
+           'check_output_dir', 'classification_metrics', 'tfidf_baseline', 'model_card', 'finetune', 'format_metrics',
+           'load_folder', 'predict_proba', 'predict', 'evaluate_folder', 'strategies_table']
 
 # %% ../nbs/06_finetuning.ipynb #f79bd3db
 class FinetuneError(ValueError):
@@ -77,6 +77,7 @@ def prepare_data(tokenizer, data: str | None = None, text_column: str = "text", 
         label_names = list(_data.RT_LABEL_NAMES)
     else:
         ds, label_names = _data.load_labeled_file(data, text_column=text_column, label_column=label_column)
+        if len(ds) < 3: raise FinetuneError(f"{data} has {len(ds)} usable row(s); fine-tuning needs a few dozen at least.")
         if group_column and group_column not in ds.column_names:
             raise FinetuneError(f"--group-column {group_column!r} is not a column of {data}; columns: {ds.column_names}")
         raw = _data.split_dataset(ds, seed=seed, group_column=group_column)
@@ -201,6 +202,12 @@ class FinetuneArgs:
         for name in ("epochs", "batch_size", "max_length", "gradient_accumulation_steps"):
             if getattr(self, name) < 1: raise FinetuneError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.lr is not None and not self.lr > 0: raise FinetuneError(f"lr must be > 0, got {self.lr}.")
+        if not 0 <= self.warmup_ratio < 1: raise FinetuneError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if self.weight_decay < 0: raise FinetuneError(f"weight_decay must be >= 0, got {self.weight_decay}.")
+        if self.save_every_steps is not None and self.save_every_steps < 1:
+            raise FinetuneError(f"save_every_steps must be >= 1 (or None: every epoch), got {self.save_every_steps}.")
+        for name in ("max_train_examples", "max_eval_examples"):
+            if getattr(self, name) < 0: raise FinetuneError(f"{name} must be >= 0 (0 = all), got {getattr(self, name)}.")
         if self.mixed_precision not in _config.MIXED_PRECISION:
             raise FinetuneError(f"mixed_precision {self.mixed_precision!r}: choose one of {_config.MIXED_PRECISION}.")
 
@@ -215,14 +222,30 @@ _SAME_RUN_KEYS = ("model", "data", "text_column", "label_column", "group_column"
 def _atomic_write(path: Path, text: str):
     tmp = path.with_name(f".{path.name}.tmp"); tmp.write_text(text); os.replace(tmp, path)
 
+LOCK_NAME = ".llmbook.lock"
+
+def lock_output_dir(out: Path):
+    """Hold an exclusive lock on `out` for the life of this process (an flock, so a killed run never leaves a stale
+    lock). Returns the open lock file; raises `FinetuneError` if another process holds it."""
+    import fcntl
+    out.mkdir(parents=True, exist_ok=True)
+    f = open(out / LOCK_NAME, "a+")
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0); who = f.read().strip() or "?"; f.close()
+        raise FinetuneError(f"another llmbook process (pid {who}) is writing to {out}; wait for it to finish or "
+                            "choose another --output-dir.") from None
+    f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
+    return f
+
 def check_output_dir(args: FinetuneArgs) -> str:
     """Decide what to do with `args.output_dir`: 'new', 'resume' or 'done' (a finished run with the same settings).
 
     Raises `FinetuneError` if the folder holds another run and neither `resume` nor `overwrite` is set, or if
     `resume` is set but the saved settings differ (the message lists the differences). With `overwrite`, an existing
     folder is renamed to `<dir>.old-<UTC time>`, never deleted."""
-    out = Path(args.output_dir)
-    if not out.exists() or not any(out.iterdir()): return "new"
+    out = Path(args.output_dir).resolve()
+    if not out.exists() or not any(p.name != LOCK_NAME for p in out.iterdir()): return "new"
     saved_p = out / "run_settings.json"
     if args.resume:
         if not saved_p.is_file():
@@ -238,6 +261,8 @@ def check_output_dir(args: FinetuneArgs) -> str:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         moved = out.with_name(f"{out.name}.old-{stamp}")
         out.rename(moved)
+        (moved / LOCK_NAME).unlink(missing_ok=True)
+        out.mkdir()
         print(f"--overwrite: moved the previous contents of {out} to {moved}")
         return "new"
     what = "a finished run" if (out / "metrics.json").is_file() else "another run or other files"
@@ -302,8 +327,7 @@ Fine-tuned with [llmbook](https://github.com/llmbook/llmbook) (`llmbook finetune
 ## Model details
 - Base model: `{base}` ({describe['model_type']}, {describe['layers']} layers, hidden size {describe['hidden_size']},
   {describe['parameters']:,} parameters); a new classification head with {len(label_names)} outputs.
-- Trained parameters: {trainable:,} ({args.strategy}{f', last {args.last_k} layers' if args.strategy == 'last-k' else ''}
-  {f', LoRA rank {args.lora_r}, alpha {args.lora_alpha}' if args.strategy == 'lora' else ''}).
+- Trained parameters: {trainable:,} ({args.strategy}{f', last {args.last_k} layers' if args.strategy == 'last-k' else ''}{f', LoRA rank {args.lora_r}, alpha {args.lora_alpha}' if args.strategy == 'lora' else ''}).
 - Labels: {', '.join(f'{i} = {n}' for i, n in enumerate(label_names))}.
 
 ## Training data
@@ -361,8 +385,22 @@ def finetune(args: FinetuneArgs | None = None, **kwargs) -> dict:
     t0 = time.perf_counter()
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(args.output_dir)
-    mode = check_output_dir(args) if state.is_main_process else None
+    lock, mode = None, None
+    if state.is_main_process:
+        lock = lock_output_dir(out)          # refuses while another process writes to this folder
+        mode = check_output_dir(args)        # with overwrite, the old contents (and our lock file) move aside
+        if not (out / LOCK_NAME).exists(): lock.close(); lock = lock_output_dir(out)
+        if mode == "resume" and not (out / "checkpoints").is_dir():
+            print(f"--resume: no checkpoint in {out} yet; starting from step 0")
     state.wait_for_everyone()
+    try: return _finetune(args, state, out, mode, t0)
+    finally:
+        if lock is not None:
+            (out / LOCK_NAME).unlink(missing_ok=True); lock.close()
+
+def _finetune(args, state, out, mode, t0):
+    from llmbook.train import TrainingConfig, train, evaluate, plot_history
+    import matplotlib.pyplot as plt
     if mode == "done":
         print(f"{out} already holds this finished run; its metrics: {out / 'metrics.json'}")
         return json.loads((out / "metrics.json").read_text())
