@@ -222,3 +222,23 @@ def test_accelerate_cpu_trap_is_refused(tmp_path):
     r = run_cli("finetune", "--output-dir", str(tmp_path / "o"), *SMALL,
                 env={"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511", "ACCELERATE_USE_CPU": "True"})
     assert r.returncode == 2 and "silently runs ONE process" in r.stderr
+
+
+def test_two_runs_cannot_write_one_output_dir(tmp_path):
+    out = tmp_path / "shared"
+    held = ft.lock_output_dir(out)            # as if another `llmbook finetune` were running there
+    try:
+        r = run_cli("finetune", "--output-dir", str(out), *SMALL)
+        assert r.returncode == 2 and "another llmbook process" in r.stderr and str(os.getpid()) in r.stderr
+    finally: held.close()
+
+
+@pytest.mark.parametrize("flags,match", [(["--epochs", "0"], "epochs must be >= 1"),
+                                         (["--warmup-ratio", "1.5"], "warmup_ratio must be in"),
+                                         (["--save-every-steps", "0"], "save_every_steps must be >= 1")])
+def test_bad_settings_fail_before_anything_is_written(tmp_path, flags, match):
+    out = tmp_path / "o"
+    base = [f for f in SMALL if f not in ("--epochs", "1")]
+    r = run_cli("finetune", "--output-dir", str(out), *base, *flags)
+    assert r.returncode == 2 and match in r.stderr, r.stderr[-2000:]
+    assert not out.exists()
