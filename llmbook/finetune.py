@@ -18,7 +18,7 @@ from . import config as _config, resources, data as _data, metrics as _metrics
 __all__ = ['STRATEGIES', 'DEFAULT_LR', 'LOCK_NAME', 'FinetuneError', 'resolve_model', 'describe_model', 'load_classifier',
            'prepare_data', 'frozen_modules', 'apply_strategy', 'count_parameters', 'FinetuneArgs', 'lock_output_dir',
            'check_output_dir', 'classification_metrics', 'tfidf_baseline', 'model_card', 'finetune', 'format_metrics',
-           'load_folder', 'predict_proba', 'predict', 'evaluate_folder', 'strategies_table']
+           'load_folder', 'predict_proba', 'predict', 'evaluate_folder', 'strategies_table', 'finetuned_classifier']
 
 # %% ../nbs/06_finetuning.ipynb #f79bd3db
 class FinetuneError(ValueError):
@@ -530,3 +530,29 @@ def strategies_table(record: dict) -> "pd.DataFrame":
                      "trained params": runs[0].get("trainable_parameters", ""),
                      "minutes/run": f"{np.mean([r.get('wall_time_s', 0) for r in runs]) / 60:.1f}"})
     return pd.DataFrame(rows).set_index("model")
+
+# %% ../nbs/06_finetuning.ipynb #1f033ce4
+def finetuned_classifier(settings: _config.Settings | None = None, strategy: str = "full", epochs: int | None = None,
+                         lr: float | None = None, batch_size: int = 16, quiet: bool = True) -> Path:
+    """Folder of the book's fine-tuned MiniLM sentiment classifier (Rotten Tomatoes) for the sizes of the profile in
+    force (`settings`, default `config.load()`), trained with `finetune` on the first call and reused afterwards.
+
+    The folder is `cache_dir/models/rt-minilm-<strategy>-e<epochs>-lr<lr>-b<batch_size>-n<train>-<eval>-s<seed>`, a
+    Hugging Face model folder with metrics.json and the model card. `epochs` defaults to the profile's (`fast`: 1) and
+    to `FinetuneArgs.epochs` (2, the main job's) in `full`; `lr` to `DEFAULT_LR[strategy]`. Fast sizes take about a
+    minute on 2 idle cores. `quiet` hides the training log. Raises `FinetuneError` for bad settings."""
+    s = settings or _config.load()
+    if epochs is None: epochs = s.epochs if s.profile == "fast" else FinetuneArgs.epochs
+    lr = DEFAULT_LR.get(strategy, 1e-4) if lr is None else lr
+    out = s.cache_dir / "models" / (f"rt-minilm-{strategy}-e{epochs}-lr{lr:g}-b{batch_size}-n{s.max_train_examples}-"
+                                    f"{s.max_eval_examples}-s{s.seed}")
+    if (out / "metrics.json").is_file(): return out
+    args = FinetuneArgs(strategy=strategy, epochs=epochs, lr=lr, batch_size=batch_size, output_dir=str(out),
+                        seed=s.seed, resume=out.exists(), max_train_examples=s.max_train_examples,
+                        max_eval_examples=s.max_eval_examples, progress=not quiet)
+    import contextlib, io
+    buf = io.StringIO()
+    with contextlib.ExitStack() as stack:
+        if quiet: stack.enter_context(contextlib.redirect_stdout(buf)); stack.enter_context(contextlib.redirect_stderr(buf))
+        finetune(args)
+    return out
