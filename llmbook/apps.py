@@ -253,24 +253,23 @@ def parallel_verses(book: str = "mark", chapter: int = 1, sword_path: str = "/us
     return pairs
 
 # %% ../nbs/07_applications.ipynb #36ce97e9
-@torch.no_grad()
-def classify(model_dir, texts, batch_size: int = 32, max_length: int = 128) -> list[dict]:
-    """Labels of `texts` by any Hugging Face sequence-classification folder (e.g. one saved by `llmbook.finetune`).
+_CLASSIFIERS: dict = {}
 
-    Returns one dict per text: `label` (from the folder's `id2label`), `score` (its softmax probability) and
-    `probs` (all class probabilities, a list of floats). A single string is treated as a batch of one."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def classify(model_dir, texts, batch_size: int = 32, max_length: int = 128) -> list[dict]:
+    """Labels of `texts` (a list of strings, or one string = a batch of one) by any Hugging Face sequence-classification
+    folder, e.g. one saved by `llmbook.finetune`. Texts over `max_length` tokens are truncated.
+
+    Returns one dict per text: `label` (from the folder's `id2label`), `score` (its softmax probability) and `probs`
+    (all class probabilities, a list of floats). The loaded model is kept in memory per folder, so repeated calls
+    pay the loading once. Raises `FinetuneError` when `model_dir` is not a model folder."""
+    from llmbook.finetune import load_folder, predict_proba
     if isinstance(texts, str): texts = [texts]
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    out = []
-    for i in range(0, len(texts), batch_size):
-        enc = tok(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        p = model(**enc).logits.float().softmax(-1)
-        for row in p:
-            j = int(row.argmax())
-            out.append(dict(label=model.config.id2label[j], score=float(row[j]), probs=row.tolist()))
-    return out
+    key = str(Path(model_dir).resolve())
+    stamp = (Path(key) / "config.json").stat().st_mtime if (Path(key) / "config.json").is_file() else None
+    if key not in _CLASSIFIERS or _CLASSIFIERS[key][0] != stamp: _CLASSIFIERS[key] = (stamp, *load_folder(key))
+    _, model, tok = _CLASSIFIERS[key]
+    probs = predict_proba(model, tok, list(texts), batch_size=batch_size, max_length=max_length)
+    return [dict(label=model.config.id2label[int(p.argmax())], score=float(p.max()), probs=p.tolist()) for p in probs]
 
 # %% ../nbs/07_applications.ipynb #5bfa0efb
 def env_report() -> dict:
