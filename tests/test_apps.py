@@ -151,3 +151,23 @@ def test_env_report_is_json_ready():
     rep = apps.env_report()
     json.dumps(rep)
     assert rep["versions"]["torch"] and rep["threads"]["torch_intra_op"] == torch.get_num_threads()
+
+
+# ---------------------------------------------------------------- text classification entry point
+def test_classify_batch_single_labels_and_errors(tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from llmbook.finetune import FinetuneError
+    torch.manual_seed(0)
+    m = AutoModelForSequenceClassification.from_pretrained(get("minilm"), num_labels=3,
+                                                           id2label={0: "neg", 1: "neu", 2: "pos"}).eval()
+    m.save_pretrained(tmp_path); AutoTokenizer.from_pretrained(get("minilm")).save_pretrained(tmp_path)
+    texts = ["A triumph.", "Dull, long and pointless, with a plot that goes nowhere at all.", "Fine."]
+    batch, single = apps.classify(tmp_path, texts, batch_size=2), [apps.classify(tmp_path, t)[0] for t in texts]
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    with torch.no_grad(): ref = m(**tok(texts, padding=True, return_tensors="pt")).logits.softmax(-1)
+    for b, s, r in zip(batch, single, ref):
+        assert b["label"] == s["label"] == m.config.id2label[int(r.argmax())]
+        assert np.allclose(b["probs"], r.numpy(), atol=1e-5) and np.allclose(s["probs"], r.numpy(), atol=1e-5)
+        assert abs(b["score"] - float(r.max())) < 1e-5 and abs(sum(b["probs"]) - 1) < 1e-5
+    with pytest.raises(FinetuneError, match="not a fine-tuned model folder"):
+        apps.classify(tmp_path / "missing", "text")
