@@ -425,6 +425,8 @@ def _finetune(args, state, out, mode, t0):
             args=asdict(args), learning_rate=args.learning_rate, label_names=label_names,
             settings=_config.load().as_dict(), provenance=_config.provenance(), num_processes=state.num_processes),
             indent=2, default=str))
+    ckpt = out / "checkpoints"
+    resumed = mode == "resume" and ckpt.is_dir() and any(ckpt.iterdir())    # continues from a saved step
     collate = _data.collator(tokenizer)
     compute = lambda preds, labels, logits: {
         k: v for k, v in classification_metrics(preds, labels, label_names).items() if k in ("accuracy", "f1_macro")}
@@ -444,7 +446,8 @@ def _finetune(args, state, out, mode, t0):
     val = {k.removeprefix("eval_"): v for k, v in result.eval_metrics.items()}
     res = dict(test=test, validation=val, trainable_parameters=trainable, total_parameters=total,
                strategy=args.strategy, learning_rate=args.learning_rate, epochs=args.epochs, seed=args.seed,
-               train_examples=len(tok["train"]), global_step=result.global_step, output_dir=str(out))
+               train_examples=len(tok["train"]), global_step=result.global_step, output_dir=str(out),
+               resumed=resumed)       # True: wall_time_s covers only the part after the checkpoint
     if state.is_main_process:
         res["baseline"] = tfidf_baseline(raw, args.seed, label_names)
         _save_model(trained, tokenizer, out, args.strategy)
@@ -520,15 +523,17 @@ def evaluate_folder(model_dir: str | os.PathLike, data: str, text_column: str = 
 
 # %% ../nbs/06_finetuning.ipynb #ab548975
 def strategies_table(record: dict) -> "pd.DataFrame":
-    "Mean ± std of test accuracy/F1 per strategy from a `finetune_strategies` results record."
+    """Mean ± std of test accuracy/F1 per strategy from a `finetune_strategies` results record; minutes/run averages
+    the runs that were not resumed (a resumed run's wall time covers only its second part)."""
     import pandas as pd
     rows = []
     for name, runs in record["results"]["runs"].items():
+        whole = [r["wall_time_s"] for r in runs if "wall_time_s" in r and not r.get("resumed")]  # uninterrupted runs
         acc = np.array([r["test"]["accuracy"] for r in runs]); f1 = np.array([r["test"]["f1_macro"] for r in runs])
         rows.append({"model": name, "seeds": len(runs), "accuracy": f"{acc.mean():.4f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.4f}",
                      "macro F1": f"{f1.mean():.4f} ± {f1.std(ddof=1) if len(f1) > 1 else 0:.4f}",
                      "trained params": runs[0].get("trainable_parameters", ""),
-                     "minutes/run": f"{np.mean([r.get('wall_time_s', 0) for r in runs]) / 60:.1f}"})
+                     "minutes/run": f"{np.mean(whole) / 60:.1f}" if whole else ""})
     return pd.DataFrame(rows).set_index("model")
 
 # %% ../nbs/06_finetuning.ipynb #1f033ce4

@@ -5,7 +5,11 @@ Writes results/finetune_strategies.json (with provenance), which nbs/06_finetuni
 its model folder under runs/sweep/<strategy>-seed<seed>/ (delete them afterwards if disk matters). Runs that already
 finished are reused, so the sweep can be interrupted and restarted.
 
-usage: .venv/bin/python tools/run_finetune_sweep.py [--strategies head last-k full lora] [--seeds 0 1 2] [--epochs 2]
+Runs go seed by seed (every strategy with the first seed, then every strategy with the next), so a sweep stopped
+early still compares all strategies. `--reuse-only` trains nothing: it collects the runs that finished.
+
+usage: .venv/bin/python tools/run_finetune_sweep.py [--strategies head last-k full lora] [--seeds 42 43 44]
+                                                    [--epochs 2] [--reuse-only]
 """
 import argparse, json, time
 from pathlib import Path
@@ -14,32 +18,39 @@ from llmbook.finetune import FinetuneArgs, STRATEGIES, finetune
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
-p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
 p.add_argument("--epochs", type=int, default=2)
 p.add_argument("--runs-dir", default="runs/sweep")
+p.add_argument("--reuse-only", action="store_true", help="train nothing; collect the runs that finished")
 a = p.parse_args()
 
 t0 = time.perf_counter()
 runs, baseline = {}, None
-for strategy in a.strategies:
-    for seed in a.seeds:
+for seed in a.seeds:
+    for strategy in a.strategies:
         out = Path(a.runs_dir) / f"{strategy}-seed{seed}"
         if (out / "metrics.json").is_file():
             res = json.loads((out / "metrics.json").read_text())
+        elif a.reuse_only:
+            print(f"{strategy:>6} seed {seed}: not run", flush=True); continue
         else:
             args = FinetuneArgs(strategy=strategy, seed=seed, epochs=a.epochs, output_dir=str(out),
                                 resume=out.exists(), progress=False)
             res = finetune(args)
         print(f"{strategy:>6} seed {seed}: test accuracy {res['test']['accuracy']:.4f} "
               f"({res.get('wall_time_s', 0) / 60:.1f} min)", flush=True)
-        runs.setdefault(strategy, []).append({k: res[k] for k in ("test", "validation", "trainable_parameters",
-                                                                  "learning_rate", "epochs", "seed", "wall_time_s",
-                                                                  "train_examples") if k in res})
+        run = {k: res[k] for k in ("test", "validation", "trainable_parameters", "learning_rate", "epochs", "seed",
+                                   "wall_time_s", "resumed", "train_examples") if k in res}
+        if (out / "history.json").is_file():     # the training curve: loss, lr, validation metrics per logged step
+            run["history"] = [{k: h[k] for k in ("step", "epoch", "loss", "eval_loss", "eval_accuracy") if k in h}
+                              for h in json.loads((out / "history.json").read_text())]
+        runs.setdefault(strategy, []).append(run)
         baseline = baseline or res.get("baseline")
 if baseline: runs["TF-IDF + logistic regression"] = [{"test": baseline}]
 scratch = config.read_results("scratch_classifier")
 if scratch: runs["transformer from random init (training chapter)"] = [{"test": scratch["results"]["test"]}
                                                                          if "test" in scratch["results"] else scratch["results"]]
+runs = {k: runs[k] for k in [*a.strategies, *[k for k in runs if k not in a.strategies]] if k in runs}
 path = config.write_results("finetune_strategies", {"runs": runs, "epochs": a.epochs, "seeds": a.seeds},
-                            wall_time_s=time.perf_counter() - t0)
+                            wall_time_s=sum(r.get("wall_time_s", 0) for rs in runs.values() for r in rs))  # compute time of the runs
 print("wrote", path)
