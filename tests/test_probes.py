@@ -67,6 +67,9 @@ def test_faithfulness_direction_on_fixed_case():
     r = probes.deletion_test(model, tok, texts, fn, frac=0.2, n_random=5, seed=0)
     assert r["p"].shape == r["p_top"].shape == r["p_random"].shape == (4,)
     assert np.all(r["drop_top"] > r["drop_random"])                          # deleting 'great' hurts most
+    # control: the reversed ranking deletes the least important tokens first, so the test must not pass for it
+    rev = probes.deletion_test(model, tok, texts, lambda m, ids: -fn(m, ids), frac=0.2, n_random=5, seed=0)
+    assert np.all(rev["drop_top"] < r["drop_top"]) and rev["drop_top"].mean() < rev["drop_random"].mean()
 
 
 def test_delete_tokens():
