@@ -113,9 +113,17 @@ def cmd_predict(args, argv) -> int:
     texts = list(args.texts)
     if args.file:
         try: texts += [l.rstrip("\n") for l in Path(args.file).read_text(encoding="utf-8").splitlines() if l.strip()]
-        except (OSError, UnicodeDecodeError) as e: raise FinetuneError(f"cannot read --file: {e}") from None
+        except UnicodeDecodeError as e:
+            line = Path(args.file).read_bytes()[:e.start].count(b"\n") + 1
+            raise FinetuneError(f"--file {args.file} is not UTF-8 (line {line}: {e.reason}). Save it as UTF-8, e.g. "
+                                f"`iconv -f latin1 -t utf-8 {args.file} > fixed.txt`.") from None
+        except OSError as e: raise FinetuneError(f"cannot read --file: {e}") from None
     if not texts: raise FinetuneError("no texts: give them as arguments or with --file FILE (one text per line).")
     out = predict(args.model_dir, texts, batch_size=args.batch_size, max_length=args.max_length)
+    from transformers import AutoTokenizer
+    n_long = sum(len(ids) > args.max_length for ids in AutoTokenizer.from_pretrained(args.model_dir)(texts)["input_ids"])
+    if n_long: print(f"note: {n_long} text(s) longer than --max-length {args.max_length} tokens were truncated: "
+                     "only their beginning was read.", file=sys.stderr)
     if args.json: print(json.dumps(out, indent=1))
     else:
         for r in out:
@@ -186,14 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("model_dir", help="a folder written by `llmbook finetune`")
     pp.add_argument("texts", nargs="*", help="texts to classify")
     pp.add_argument("--file", help="a UTF-8 file with one text per line")
-    pp.add_argument("--batch-size", type=int, default=64); pp.add_argument("--max-length", type=int, default=128)
-    pp.add_argument("--json", action="store_true", help="print JSON")
+    pp.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
+    pp.add_argument("--max-length", type=int, default=128, help="tokens read per text; longer texts are truncated "
+                                                                 "(default: 128)")
+    pp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pp.set_defaults(func=cmd_predict)
     pe = sub.add_parser("evaluate", help="score a fine-tuned model folder on a labelled file")
-    pe.add_argument("model_dir"); pe.add_argument("--data", required=True, help="CSV/TSV/JSONL with text and label columns")
-    pe.add_argument("--text-column", default="text"); pe.add_argument("--label-column", default="label")
-    pe.add_argument("--batch-size", type=int, default=64); pe.add_argument("--max-length", type=int, default=128)
-    pe.add_argument("--json", action="store_true", help="print JSON")
+    pe.add_argument("model_dir", help="a folder written by `llmbook finetune`")
+    pe.add_argument("--data", required=True, help="CSV/TSV/JSONL with text and label columns; labels must be the "
+                                                  "model's label names or ids")
+    pe.add_argument("--text-column", default="text", help="column holding the text (default: text)")
+    pe.add_argument("--label-column", default="label", help="column holding the label (default: label)")
+    pe.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
+    pe.add_argument("--max-length", type=int, default=128, help="tokens read per text (default: 128)")
+    pe.add_argument("--json", action="store_true", help="print the metrics as JSON")
     pe.set_defaults(func=cmd_evaluate)
     try:
         from llmbook.train import add_train_arguments, train_command
@@ -226,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     from llmbook.data import DataError
     from llmbook.resources import ResourceError
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:   # `predict DIR --json "text"`: texts after an option are still texts
+        if getattr(args, "texts", None) is not None and not any(e.startswith("-") for e in extra): args.texts += extra
+        else: parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _quiet_libraries()
     try: return args.func(args, argv) or 0
     except (FinetuneError, DataError, ResourceError, _config.SettingsError, LaunchError) as e:

@@ -32,7 +32,7 @@ def resolve_model(model: str = "minilm") -> str:
     if p.exists():
         if not (p.is_dir() and (p / "config.json").is_file()):
             raise FinetuneError(f"--model {model!r} is not a model folder (no config.json in it). Pass a Hugging Face "
-                                f"model folder, a hub id, or one of: {', '.join(resources.REGISTRY)}.")
+                                f"model folder, a hub id, or the book's pinned encoder 'minilm'.")
         return str(p)
     if model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1):
         raise FinetuneError(f"--model {model!r}: no such folder.")
@@ -265,9 +265,13 @@ def check_output_dir(args: FinetuneArgs) -> str:
         out.mkdir()
         print(f"--overwrite: moved the previous contents of {out} to {moved}")
         return "new"
-    what = "a finished run" if (out / "metrics.json").is_file() else "another run or other files"
-    raise FinetuneError(f"--output-dir {out} already holds {what}. Use --resume to continue it, --overwrite to move "
-                        f"it aside (to {out.name}.old-<time>), or choose another --output-dir.")
+    if (out / "metrics.json").is_file():
+        raise FinetuneError(f"--output-dir {out} already holds a finished run (its metrics: {out / 'metrics.json'}). "
+                            f"Use --overwrite to move it aside (to {out.name}.old-<time>) and train again, or choose "
+                            "another --output-dir.")
+    raise FinetuneError(f"--output-dir {out} already holds another run or other files. Use --resume to continue an "
+                        f"interrupted run, --overwrite to move it aside (to {out.name}.old-<time>), or choose another "
+                        "--output-dir.")
 
 # %% ../nbs/06_finetuning.ipynb #3fe537b2
 def classification_metrics(predictions, labels, label_names: list[str] | None = None) -> dict:
@@ -385,6 +389,7 @@ def finetune(args: FinetuneArgs | None = None, **kwargs) -> dict:
     t0 = time.perf_counter()
     state = PartialState(cpu=not torch.cuda.is_available())
     out = Path(args.output_dir)
+    created = not out.exists()
     lock, mode = None, None
     if state.is_main_process:
         lock = lock_output_dir(out)          # refuses while another process writes to this folder
@@ -397,6 +402,7 @@ def finetune(args: FinetuneArgs | None = None, **kwargs) -> dict:
     finally:
         if lock is not None:
             (out / LOCK_NAME).unlink(missing_ok=True); lock.close()
+            if created and out.is_dir() and not any(out.iterdir()): out.rmdir()   # failed before writing anything
 
 def _finetune(args, state, out, mode, t0):
     from llmbook.train import TrainingConfig, train, evaluate, plot_history
