@@ -242,3 +242,26 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path, flags, match):
     r = run_cli("finetune", "--output-dir", str(out), *base, *flags)
     assert r.returncode == 2 and match in r.stderr, r.stderr[-2000:]
     assert not out.exists()
+
+
+def test_predict_options_texts_order_encoding_and_truncation_note(fast_run, tmp_path):
+    out, _ = fast_run
+    texts = ["A wonderful, moving film.", "Tedious and badly acted."]
+    before = json.loads(run_cli("predict", str(out), *texts, "--json").stdout)
+    after = run_cli("predict", str(out), "--json", *texts)           # texts after an option are still texts
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout) == before and len(before) == 2
+    bad = write(tmp_path / "latin1.txt", "good film\ncafé crème\n", encoding="latin-1")
+    r = run_cli("predict", str(out), "--file", str(bad))
+    assert r.returncode == 2 and "not UTF-8 (line 2" in r.stderr and "Save it as UTF-8" in r.stderr
+    r = run_cli("predict", str(out), "great " * 400)
+    assert r.returncode == 0 and "1 text(s) longer than --max-length 128 tokens were truncated" in r.stderr
+
+
+def test_failed_run_leaves_no_empty_output_dir(tmp_path):
+    bad = write(tmp_path / "nolabel.csv", "text\nfine film\n")
+    with pytest.raises(DataError, match="no column 'label'"):
+        ft.finetune(ft.FinetuneArgs(data=str(bad), output_dir=str(tmp_path / "out"), progress=False))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ft.FinetuneError, match="is not a model folder.*'minilm'"):
+        ft.resolve_model(str(bad))
