@@ -21,7 +21,7 @@ from .config import set_seed
 from .optim import SCHEDULES, AdamW, get_scheduler, schedule_lambda
 
 # %% auto #0
-__all__ = ['CHAR_LM_SIZES', 'SCRATCH_CLASSIFIER_SIZES', 'TRAIN_MODELS', 'TrainingDivergedError', 'TrainingConfig',
+__all__ = ['OPTIMIZERS', 'CHAR_LM_SIZES', 'SCRATCH_CLASSIFIER_SIZES', 'TRAIN_MODELS', 'TrainingDivergedError', 'TrainingConfig',
            'make_optimizer', 'make_scheduler', 'SeededRandomSampler', 'per_example_cross_entropy', 'cross_entropy_loss',
            'checkpoint_dir', 'list_checkpoints', 'latest_checkpoint', 'load_model_weights', 'evaluate_loader',
            'evaluate', 'TrainResult', 'train', 'plot_history', 'CharTokenizer', 'lm_blocks', 'lm_collate',
@@ -33,6 +33,8 @@ __all__ = ['CHAR_LM_SIZES', 'SCRATCH_CLASSIFIER_SIZES', 'TRAIN_MODELS', 'Trainin
 class TrainingDivergedError(RuntimeError):
     "The training loss became NaN or infinite. The message names the step and the last good checkpoint."
 
+
+OPTIMIZERS = ("adamw_llmbook", "adamw_torch", "adamw_torch_fused")   # make_optimizer(optim=...)
 
 @dataclass
 class TrainingConfig:
@@ -65,6 +67,8 @@ class TrainingConfig:
     progress: bool = True                    # tqdm bar on the main process
     eval_batch_size: int | None = None       # None: 2 * per_device_batch_size
     load_best_model_at_end: bool = False     # reload the best checkpoint's weights when training ends
+    optim: str = "adamw_llmbook"             # adamw_llmbook | adamw_torch | adamw_torch_fused (see make_optimizer)
+    group_by_length: bool = False            # length-grouped batches (needs an input_ids column); less padding
 
     def __post_init__(self):
         def bad(name, why): raise ValueError(f"TrainingConfig.{name}={getattr(self, name)!r}: {why}")
@@ -80,12 +84,26 @@ class TrainingConfig:
         for n in ("eval_every_steps", "save_every_steps", "early_stopping_patience"):
             if getattr(self, n) is not None and getattr(self, n) < 1: bad(n, "must be >= 1 or None")
         if self.log_every_steps < 1: bad("log_every_steps", "must be >= 1")
+        if self.optim not in OPTIMIZERS: bad("optim", f"must be one of {', '.join(OPTIMIZERS)}")
 
 # %% ../nbs/05a_training.ipynb #56470180
-def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
-    """`llmbook.optim.AdamW` (bit-identical to `torch.optim.AdamW`) over the *trainable* parameters only, in two groups (the Hugging Face convention): weight decay for
+def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float,
+                   optim: str = "adamw_llmbook") -> torch.optim.Optimizer:
+    """AdamW over the *trainable* parameters only, in two groups (the Hugging Face convention): weight decay for
     weight matrices and embeddings, none for biases and normalisation weights (LayerNorm/RMSNorm), whose decay
-    toward 0 has no regularising meaning. Raises ValueError if no parameter requires a gradient."""
+    toward 0 has no regularising meaning.
+
+    `optim` picks the implementation (names follow `transformers.TrainingArguments.optim`):
+    - `"adamw_llmbook"` (default): the optimizers chapter's from-scratch `llmbook.optim.AdamW`, bit-identical to
+      torch's multi-tensor (foreach) AdamW; every result recorded in the book used it.
+    - `"adamw_torch"`: `torch.optim.AdamW` (foreach), the reference it matches.
+    - `"adamw_torch_fused"`: `torch.optim.AdamW(fused=True)`, one kernel that reads and writes each tensor once
+      (`Trainer`'s default since torch 2.8); same update up to float rounding, and the fastest on CPU and GPU
+      (see the training benchmark). Needs floating-point parameters on CPU or a GPU.
+
+    Raises ValueError if no parameter requires a gradient, or for an unknown `optim`."""
+    if optim not in OPTIMIZERS:
+        raise ValueError(f"optim={optim!r}: choose one of {', '.join(OPTIMIZERS)}")
     decay, no_decay, seen = [], [], set()
     for mod in model.modules():
         is_norm = "norm" in type(mod).__name__.lower()
@@ -98,7 +116,8 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: f
                          "Unfreeze at least one module (e.g. the classification head).")
     groups = [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
     groups = [g for g in groups if g["params"]]
-    return AdamW(groups, lr=learning_rate)
+    if optim == "adamw_llmbook": return AdamW(groups, lr=learning_rate)
+    return torch.optim.AdamW(groups, lr=learning_rate, fused=optim == "adamw_torch_fused" or None)
 
 
 def make_scheduler(optimizer, schedule: str, warmup_steps: int, total_steps: int):
@@ -111,14 +130,26 @@ class SeededRandomSampler(Sampler):
     """A random order of `range(n)` that depends only on `(seed, epoch)`: `torch.randperm(n)` from a private
     generator seeded with `seed + epoch`. It draws nothing from the global RNG (so resuming does not shift dropout
     masks) and gives every process the same order (accelerate then hands process `i` the batches `i, i+P, ...`).
-    Call `set_epoch(e)` before each epoch (accelerate's prepared loaders do it for you)."""
-    def __init__(self, n: int, seed: int = 0):
+    Call `set_epoch(e)` before each epoch (accelerate's prepared loaders do it for you).
+
+    With `lengths` (one int per example, e.g. token counts) and `batch_size`, the order is *length-grouped*
+    instead: transformers' `get_length_grouped_indices` (what `Trainer(group_by_length=True)` uses) cuts the same
+    seeded permutation into mega-batches of 50 batches and sorts each by length (longest batch first), so the
+    `batch_size` consecutive examples of a batch have similar lengths and dynamic padding adds few pad tokens.
+    Still a pure function of `(seed, epoch)`. Raises ValueError if `lengths` does not have `n` entries."""
+    def __init__(self, n: int, seed: int = 0, lengths: list[int] | None = None, batch_size: int | None = None):
         self.n, self.seed, self.epoch = int(n), int(seed), 0
+        if lengths is not None and (len(lengths) != self.n or not batch_size):
+            raise ValueError(f"lengths has {len(lengths)} entries for n={n} examples (and batch_size={batch_size}); "
+                             "give one length per example and the batch size")
+        self.lengths, self.batch_size = (list(map(int, lengths)) if lengths is not None else None), batch_size
     def set_epoch(self, epoch: int): self.epoch = int(epoch)
     def __len__(self): return self.n
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        if self.lengths is None: return iter(torch.randperm(self.n, generator=g).tolist())
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
 
 # %% ../nbs/05a_training.ipynb #8d0c7af1
 def _logits(outputs):
@@ -325,6 +356,15 @@ def _write_history(out: Path, history: list):
     os.replace(tmp, out / "history.csv")
 
 
+def _example_lengths(dataset) -> list[int]:
+    "Token count of every example, from its `input_ids` (a datasets column or a field of each example)."
+    try:
+        ids = dataset["input_ids"] if hasattr(dataset, "column_names") else [dataset[i]["input_ids"] for i in range(len(dataset))]
+    except (KeyError, TypeError, IndexError) as e:
+        raise ValueError("group_by_length=True needs token ids to measure lengths: every example must have an "
+                         f"'input_ids' field (tokenize the dataset first) ({type(e).__name__}: {e})") from None
+    return [len(x) for x in ids]
+
 def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: TrainingConfig, collate_fn: Callable,
           loss_fn: Callable | None = None, compute_metrics: Callable | None = None, optimizer=None,
           callbacks: tuple = ()) -> TrainResult:
@@ -338,7 +378,8 @@ def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: T
       whole accumulation window on all processes, so k micro-batches give exactly the update of one k-times larger
       batch. Default: `cross_entropy_loss` (classification, or causal LM with shifted labels; -100 ignored).
     - `compute_metrics(predictions (N,), labels (N,), logits (N,C)) -> dict` for classification evaluation.
-    - `optimizer`: default `make_optimizer` (AdamW, trainable parameters only, no decay on biases/norms); the
+    - `optimizer`: default `make_optimizer(model, ..., config.optim)` (AdamW, trainable parameters only, no decay
+      on biases/norms); the
       learning-rate schedule is always `config.lr_schedule`, stepped once per optimizer step that really happened.
     - `callbacks`: functions called as `cb(state: dict)` after every optimizer step (state has global_step, epoch,
       loss, ...).
@@ -347,7 +388,9 @@ def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: T
     (the caller froze them as fixed feature extractors: no dropout there). Note `from_pretrained` returns a model
     in eval mode; call `model.train()` first if frozen parts should keep their dropout.
 
-    Accumulation windows start at each epoch's first batch; the last window of an epoch may hold fewer than
+    `config.group_by_length` draws length-grouped batches (`SeededRandomSampler` with lengths): with dynamic
+    padding far fewer pad tokens, so shorter steps; the order is still a function of (seed, epoch), so resume
+    stays exact. Accumulation windows start at each epoch's first batch; the last window of an epoch may hold fewer than
     `gradient_accumulation_steps` micro-batches and is still one optimizer step, normalised by its own count.
     Accelerate gives every process the same number of full batches (it repeats the first samples at the end of
     an epoch if needed). Checkpoints: `accelerator.save_state` into a temp folder renamed into place; resume
@@ -373,12 +416,13 @@ def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: T
 
     keep_eval = [m for m in model.modules() if not m.training and any(True for _ in m.parameters())
                  and not any(p.requires_grad for p in m.parameters())]
-    sampler = SeededRandomSampler(len(train_dataset), cfg.seed)
+    sampler = SeededRandomSampler(len(train_dataset), cfg.seed, batch_size=cfg.per_device_batch_size,
+                                  lengths=_example_lengths(train_dataset) if cfg.group_by_length else None)
     train_dl = DataLoader(train_dataset, batch_size=cfg.per_device_batch_size, sampler=sampler,
                           collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed))
     eval_dl = (DataLoader(eval_dataset, batch_size=cfg.eval_batch_size or 2 * cfg.per_device_batch_size,
                           shuffle=False, collate_fn=collate_fn) if eval_dataset is not None else None)
-    if optimizer is None: optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay)
+    if optimizer is None: optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, cfg.optim)
     model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
     if eval_dl is not None: eval_dl = accelerator.prepare(eval_dl)
 

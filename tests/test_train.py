@@ -242,3 +242,62 @@ def test_two_cpu_processes(tmp_path):
     assert abs(mp["eval2"]["eval_loss"] - ref.eval_metrics["eval_loss"]) < 1e-5
     plain = load_model_weights(make_model(seed=3), latest_checkpoint(tmp_path / "mp"))
     for k, v in plain.state_dict().items(): assert torch.equal(v, mp["params"][k]), k
+
+
+# ------------------------------------------------------------------ optimizer choice
+def test_optim_choices_train_the_same(tmp_path):
+    """`optim` picks the AdamW implementation. The book's AdamW and torch's foreach AdamW give bit-identical
+    parameters after a run; torch's fused kernel the same update up to float rounding; all of them move the model."""
+    from llmbook.optim import AdamW
+    from llmbook.train import OPTIMIZERS, make_optimizer
+    data = make_data(40)
+    start = flat(make_model())
+    out = {o: flat(train(make_model(), data, config=cfg(tmp_path / o, optim=o), collate_fn=collate).model)
+           for o in OPTIMIZERS}
+    assert torch.equal(out["adamw_llmbook"], out["adamw_torch"])
+    d = (out["adamw_torch_fused"] - out["adamw_torch"]).abs().max().item()
+    assert 0 < d < 1e-6          # > 0: the fused kernel really ran (it rounds differently), so config.optim is used
+    assert (out["adamw_torch"] - start).abs().max().item() > 1e-3          # 5 AdamW steps at lr 1e-3 moved it
+    m = make_model()
+    opts = {o: make_optimizer(m, 1e-3, 0.01, o) for o in OPTIMIZERS}
+    assert type(opts["adamw_llmbook"]) is AdamW and type(opts["adamw_torch"]) is torch.optim.AdamW
+    assert opts["adamw_torch_fused"].param_groups[0]["fused"] is True
+    assert [len(g["params"]) for g in opts["adamw_torch_fused"].param_groups] == \
+           [len(g["params"]) for g in opts["adamw_llmbook"].param_groups]     # same decay / no-decay groups
+    with pytest.raises(ValueError, match="adamw_torch_fused"):
+        make_optimizer(m, 1e-3, 0.01, "adam")
+    with pytest.raises(ValueError, match="optim"):
+        cfg(tmp_path, optim="sgd")
+
+
+# ------------------------------------------------------------------ length-grouped batches
+def test_group_by_length_pads_less_and_resumes_exactly(tmp_path):
+    """`group_by_length=True` batches similar lengths (fewer padded positions than random batches of the same data),
+    visits every example once per epoch, and a run stopped at step 7 and resumed ends bitwise equal to one that ran
+    through (the grouped order is a function of (seed, epoch), like the plain one)."""
+    data = make_data(80)
+    seen = {}
+    def recording(name):
+        def c(rows):
+            b = collate(rows); seen.setdefault(name, []).append((b["input_ids"].shape, [len(r["input_ids"]) for r in rows]))
+            return b
+        return c
+    common = dict(per_device_batch_size=4, num_epochs=2, lr_schedule="constant", save_every_steps=7)
+    ref = {}
+    for g in (False, True):
+        r = train(make_model(), data, config=cfg(tmp_path / f"g{g}", group_by_length=g, **common),
+                  collate_fn=recording(g))
+        ref[g] = flat(r.model)
+        padded = sum(s[0] * s[1] for s, _ in seen[g]); useful = sum(sum(ls) for _, ls in seen[g])
+        seen[g] = (padded, useful, sorted(L for _, ls in seen[g][:20] for L in ls))
+    assert seen[True][1] == seen[False][1]                     # the same tokens were trained on ...
+    assert seen[True][2] == seen[False][2] == sorted(len(x["input_ids"]) for x in data)   # epoch 1: each example once
+    pads = {g: seen[g][0] - seen[g][1] for g in seen}          # ... with far fewer pad positions
+    assert pads[True] < 0.5 * pads[False], pads
+    # stop after 7 optimizer steps (a checkpoint is saved there), then resume to the end: bitwise the same
+    d = tmp_path / "stopped"
+    train(make_model(), data, config=cfg(d, group_by_length=True, max_steps=7, **common), collate_fn=collate)
+    r = train(make_model(), data, config=cfg(d, group_by_length=True, resume=True, **common), collate_fn=collate)
+    assert r.global_step == 40 and torch.equal(flat(r.model), ref[True])
+    with pytest.raises(ValueError, match="input_ids"):
+        train(make_model(), [dict(x=1)] * 8, config=cfg(tmp_path / "bad", group_by_length=True), collate_fn=collate)
