@@ -15,7 +15,7 @@ from . import config as _config
 __all__ = ['cmd_finetune', 'cmd_predict', 'cmd_evaluate', 'cmd_env', 'env_report', 'cmd_resources', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #38807de0
-from .train import LaunchError, check_launch, relaunch    # defined in the training chapter, shared by both commands
+from .train import OPTIMIZERS, LaunchError, check_launch, relaunch    # defined in the training chapter, shared by both commands
 
 # %% ../nbs/10_cli.ipynb #4030b32f
 _FINETUNE_HELP = """Fine-tune a pretrained encoder for text classification and save a Hugging Face model folder.
@@ -61,6 +61,11 @@ def _finetune_parser(sub):
     g.add_argument("--seed", type=int, default=None, help="seed (default: settings.ini)")
     g.add_argument("--mixed-precision", choices=_config.MIXED_PRECISION, default=None,
                    help="autocast precision (default: settings.ini); bf16 works on CPU and GPU, fp16 needs a GPU")
+    g.add_argument("--optim", choices=OPTIMIZERS, default=d.optim,
+                   help="AdamW implementation: the book's own (bit-identical to torch's foreach AdamW), torch's, "
+                        "or torch's fused kernel (fastest; what Trainer uses)")
+    g.add_argument("--group-by-length", action="store_true",
+                   help="batch texts of similar length together (less padding, faster steps; Trainer's group_by_length)")
     g = p.add_argument_group("run")
     g.add_argument("--output-dir", default=d.output_dir, help="folder for the model, metrics, plots and model card")
     g.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
@@ -91,6 +96,7 @@ def cmd_finetune(args, argv) -> int:
         batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
         max_length=args.max_length, warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, seed=s.seed,
         output_dir=args.output_dir, resume=args.resume, overwrite=args.overwrite, mixed_precision=s.mixed_precision,
+        optim=args.optim, group_by_length=args.group_by_length,
         max_train_examples=(args.max_train_examples if args.max_train_examples is not None
                             else (s.max_train_examples if small else 0)),
         max_eval_examples=s.max_eval_examples if small else 0,
@@ -120,8 +126,7 @@ def cmd_predict(args, argv) -> int:
         except OSError as e: raise FinetuneError(f"cannot read --file: {e}") from None
     if not texts: raise FinetuneError("no texts: give them as arguments or with --file FILE (one text per line).")
     out = predict(args.model_dir, texts, batch_size=args.batch_size, max_length=args.max_length)
-    from transformers import AutoTokenizer
-    n_long = sum(len(ids) > args.max_length for ids in AutoTokenizer.from_pretrained(args.model_dir)(texts)["input_ids"])
+    n_long = sum(r["truncated"] for r in out)
     if n_long: print(f"note: {n_long} text(s) longer than --max-length {args.max_length} tokens were truncated: "
                      "only their beginning was read.", file=sys.stderr)
     if args.json: print(json.dumps(out, indent=1))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from . import config as _config, resources, data as _data, metrics as _metrics
+from .train import OPTIMIZERS
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'DEFAULT_LR', 'LOCK_NAME', 'FinetuneError', 'resolve_model', 'describe_model', 'load_classifier',
@@ -165,6 +166,10 @@ def count_parameters(model) -> tuple[int, int]:
 # %% ../nbs/06_finetuning.ipynb #7d8dd1c1
 DEFAULT_LR = {"head": 1e-3, "last-k": 2e-4, "full": 1e-4, "lora": 1e-3}
 
+def _flag(name: str) -> str:
+    "A FinetuneArgs field as users of the library and of the CLI know it: 'warmup_ratio (--warmup-ratio)'."
+    return f"{name} (--{name.replace('_', '-')})"
+
 @dataclass
 class FinetuneArgs:
     "Every setting of a fine-tuning run; the CLI flags map one-to-one onto these fields."
@@ -190,6 +195,8 @@ class FinetuneArgs:
     resume: bool = False
     overwrite: bool = False
     mixed_precision: str = "no"            # no | bf16 | fp16 (GPU)
+    optim: str = "adamw_llmbook"           # llmbook.train.OPTIMIZERS; adamw_torch_fused is the fastest
+    group_by_length: bool = False          # batches of similar-length texts: less padding, faster steps
     max_train_examples: int = 0            # 0: all (the fast profile caps these)
     max_eval_examples: int = 0
     save_every_steps: int | None = 100
@@ -200,16 +207,18 @@ class FinetuneArgs:
         if self.strategy not in STRATEGIES:
             raise FinetuneError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
         for name in ("epochs", "batch_size", "max_length", "gradient_accumulation_steps"):
-            if getattr(self, name) < 1: raise FinetuneError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.lr is not None and not self.lr > 0: raise FinetuneError(f"lr must be > 0, got {self.lr}.")
-        if not 0 <= self.warmup_ratio < 1: raise FinetuneError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
-        if self.weight_decay < 0: raise FinetuneError(f"weight_decay must be >= 0, got {self.weight_decay}.")
+            if getattr(self, name) < 1: raise FinetuneError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}.")
+        if self.lr is not None and not self.lr > 0: raise FinetuneError(f"lr (--lr) must be > 0, got {self.lr}.")
+        if not 0 <= self.warmup_ratio < 1: raise FinetuneError(f"{_flag('warmup_ratio')} must be in [0, 1), got {self.warmup_ratio}.")
+        if self.weight_decay < 0: raise FinetuneError(f"{_flag('weight_decay')} must be >= 0, got {self.weight_decay}.")
         if self.save_every_steps is not None and self.save_every_steps < 1:
-            raise FinetuneError(f"save_every_steps must be >= 1 (or None: every epoch), got {self.save_every_steps}.")
+            raise FinetuneError(f"{_flag('save_every_steps')} must be >= 1 (or None: every epoch), got {self.save_every_steps}.")
         for name in ("max_train_examples", "max_eval_examples"):
-            if getattr(self, name) < 0: raise FinetuneError(f"{name} must be >= 0 (0 = all), got {getattr(self, name)}.")
+            if getattr(self, name) < 0: raise FinetuneError(f"{_flag(name)} must be >= 0 (0 = all), got {getattr(self, name)}.")
         if self.mixed_precision not in _config.MIXED_PRECISION:
             raise FinetuneError(f"mixed_precision {self.mixed_precision!r}: choose one of {_config.MIXED_PRECISION}.")
+        if self.optim not in OPTIMIZERS:
+            raise FinetuneError(f"optim {self.optim!r}: choose one of {', '.join(OPTIMIZERS)}.")
 
     @property
     def learning_rate(self) -> float: return self.lr if self.lr is not None else DEFAULT_LR[self.strategy]
@@ -217,7 +226,8 @@ class FinetuneArgs:
 # %% ../nbs/06_finetuning.ipynb #8249ef7f
 _SAME_RUN_KEYS = ("model", "data", "text_column", "label_column", "group_column", "strategy", "last_k", "lora_r",
                   "lora_alpha", "lora_dropout", "epochs", "lr", "batch_size", "gradient_accumulation_steps",
-                  "max_length", "warmup_ratio", "weight_decay", "seed", "max_train_examples", "max_eval_examples")
+                  "max_length", "warmup_ratio", "weight_decay", "seed", "max_train_examples", "max_eval_examples", "optim",
+                  "group_by_length")
 
 def _atomic_write(path: Path, text: str):
     tmp = path.with_name(f".{path.name}.tmp"); tmp.write_text(text); os.replace(tmp, path)
@@ -251,7 +261,9 @@ def check_output_dir(args: FinetuneArgs) -> str:
         if not saved_p.is_file():
             raise FinetuneError(f"--resume: {out} holds no run_settings.json, so it is not a fine-tuning run folder.")
         saved = json.loads(saved_p.read_text())["args"]
-        diff = {k: (saved.get(k), getattr(args, k)) for k in _SAME_RUN_KEYS if saved.get(k) != getattr(args, k)}
+        # a setting added after the run was saved counts as its default
+        diff = {k: (saved.get(k, getattr(FinetuneArgs, k, None)), getattr(args, k)) for k in _SAME_RUN_KEYS
+                if saved.get(k, getattr(FinetuneArgs, k, None)) != getattr(args, k)}
         if diff:
             raise FinetuneError(f"--resume: settings differ from the run in {out}: " +
                                 ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in diff.items()) +
@@ -444,7 +456,8 @@ def _finetune(args, state, out, mode, t0):
                                          warmup_ratio=args.warmup_ratio, mixed_precision=args.mixed_precision,
                                          seed=args.seed, save_every_steps=args.save_every_steps, keep_last=2,
                                          resume=args.resume, progress=args.progress,
-                                         eval_batch_size=max(64, 2 * args.batch_size)))
+                                         eval_batch_size=max(64, 2 * args.batch_size), optim=args.optim,
+                                         group_by_length=args.group_by_length))
     trained = result.model if result.model is not None else model
     _, logits, labels = evaluate(trained, tok["test"], collate, batch_size=max(64, 2 * args.batch_size),
                                  prefix="test_")
@@ -475,6 +488,8 @@ def _save_model(model, tokenizer, out: Path, strategy: str):
         model = model.merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    umask = os.umask(0); os.umask(umask)          # safetensors writes its files 0600; give them the usual mode
+    for f in out.rglob("*.safetensors"): f.chmod(0o666 & ~umask)
 
 # %% ../nbs/06_finetuning.ipynb #355075a6
 def format_metrics(res: dict) -> str:
@@ -510,12 +525,16 @@ def predict_proba(model, tokenizer, texts: list[str], batch_size: int = 64, max_
     return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
 
 def predict(model_dir: str | os.PathLike, texts: list[str], batch_size: int = 64, max_length: int = 128) -> list[dict]:
-    "For each text: {'text', 'label' (name), 'score' (its probability), 'probabilities' {name: p}}."
+    """For each text: {'text', 'label' (name), 'score' (its probability), 'probabilities' {name: p}, 'truncated'
+    (True if the text has more than `min(max_length, model positions)` tokens, so only its beginning was read)}."""
     model, tokenizer = load_folder(model_dir)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     probs = predict_proba(model, tokenizer, texts, batch_size, max_length)
+    limit = min(max_length, model.config.max_position_embeddings)
+    lengths = [len(ids) for ids in tokenizer(list(texts), verbose=False)["input_ids"]] if texts else []
     return [dict(text=t, label=names[int(p.argmax())], score=float(p.max()),
-                 probabilities={n: float(x) for n, x in zip(names, p)}) for t, p in zip(texts, probs)]
+                 probabilities={n: float(x) for n, x in zip(names, p)}, truncated=n > limit)
+            for t, p, n in zip(texts, probs, lengths)]
 
 def evaluate_folder(model_dir: str | os.PathLike, data: str, text_column: str = "text", label_column: str = "label",
                     batch_size: int = 64, max_length: int = 128) -> dict:

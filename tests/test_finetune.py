@@ -125,6 +125,8 @@ def test_fast_profile_reaches_floor_and_writes_the_folder(fast_run):
               "training_curves.png", "confusion_matrix.png", "README.md"]:
         assert (out / f).is_file(), f
     assert not (out / "checkpoints").exists()
+    umask = os.umask(0); os.umask(umask)                 # the weights are as readable as the other files
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask == (out / "config.json").stat().st_mode & 0o777
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers") and "## Limitations" in card and "## Intended use" in card
     assert "Test split" in r.stdout and "TF-IDF" in r.stdout
@@ -200,6 +202,14 @@ def test_resume_with_different_settings_is_refused(tmp_path):
     (out / "run_settings.json").write_text(json.dumps({"args": ft.asdict(ft.FinetuneArgs(output_dir=str(out), lr=1e-4))}))
     with pytest.raises(ft.FinetuneError, match="lr was 0.0001, now 0.001"):
         ft.check_output_dir(ft.FinetuneArgs(output_dir=str(out), lr=1e-3, resume=True))
+    # a run saved before a setting existed (here optim, group_by_length) resumes under that setting's default only
+    saved = ft.asdict(ft.FinetuneArgs(output_dir=str(out))); del saved["optim"], saved["group_by_length"]
+    (out / "run_settings.json").write_text(json.dumps({"args": saved}))
+    assert ft.check_output_dir(ft.FinetuneArgs(output_dir=str(out), resume=True)) == "resume"
+    with pytest.raises(ft.FinetuneError, match="optim was 'adamw_llmbook', now 'adamw_torch_fused'"):
+        ft.check_output_dir(ft.FinetuneArgs(output_dir=str(out), resume=True, optim="adamw_torch_fused"))
+    with pytest.raises(ft.FinetuneError, match="optim 'sgd': choose one of adamw_llmbook"):
+        ft.FinetuneArgs(optim="sgd")
 
 
 def test_lora_saves_adapter_and_merged_model(tmp_path):
@@ -233,9 +243,9 @@ def test_two_runs_cannot_write_one_output_dir(tmp_path):
     finally: held.close()
 
 
-@pytest.mark.parametrize("flags,match", [(["--epochs", "0"], "epochs must be >= 1"),
-                                         (["--warmup-ratio", "1.5"], "warmup_ratio must be in"),
-                                         (["--save-every-steps", "0"], "save_every_steps must be >= 1")])
+@pytest.mark.parametrize("flags,match", [(["--epochs", "0"], "epochs (--epochs) must be >= 1"),
+                                         (["--warmup-ratio", "1.5"], "warmup_ratio (--warmup-ratio) must be in"),
+                                         (["--save-every-steps", "0"], "save_every_steps (--save-every-steps) must be >= 1")])
 def test_bad_settings_fail_before_anything_is_written(tmp_path, flags, match):
     out = tmp_path / "o"
     base = [f for f in SMALL if f not in ("--epochs", "1")]
@@ -256,6 +266,9 @@ def test_predict_options_texts_order_encoding_and_truncation_note(fast_run, tmp_
     assert r.returncode == 2 and "not UTF-8 (line 2" in r.stderr and "Save it as UTF-8" in r.stderr
     r = run_cli("predict", str(out), "great " * 400)
     assert r.returncode == 0 and "1 text(s) longer than --max-length 128 tokens were truncated" in r.stderr
+    assert [g["truncated"] for g in before] == [False, False]
+    got = ft.predict(out, ["great " * 126, "great " * 127], max_length=128)   # + [CLS] and [SEP]: 128 and 129 tokens
+    assert [g["truncated"] for g in got] == [False, True]
 
 
 def test_failed_run_leaves_no_empty_output_dir(tmp_path):
