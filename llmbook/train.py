@@ -511,7 +511,7 @@ def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: T
     dev = accelerator.device
     stop = st["global_step"] >= total_steps or st["stopped_early"]
     for epoch in range(st["epoch"], num_epochs):
-        if stop: break
+        if stop or st["stopped_early"]: break          # an epoch-end evaluation may have decided to stop
         skip = st["batches_done"] if epoch == st["epoch"] else 0
         st["epoch"], st["batches_done"] = epoch, skip
         train_dl.set_epoch(epoch)

@@ -154,6 +154,19 @@ def test_early_stopping(tmp_path):
     assert Path(r.best_checkpoint) == checkpoint_dir(tmp_path, best[0]) and Path(r.best_checkpoint).is_dir()
 
 
+def test_early_stopping_after_an_epoch_end_evaluation_takes_no_further_step(tmp_path):
+    """With evaluation after every epoch, the decision to stop is taken at an epoch's end: no optimizer step may
+    follow it (the run ends at that evaluation's step), and each epoch is evaluated once."""
+    r = train(make_model(), make_data(40), make_data(8, seed=1),
+              config=cfg(tmp_path, per_device_batch_size=4, num_epochs=5, early_stopping_patience=1,
+                         metric_for_best_model="loss", greater_is_better=True, learning_rate=1e-3),
+              collate_fn=collate)
+    evals = [h for h in r.history if "eval_loss" in h]
+    assert r.stopped_early and len(evals) < 5, [h["eval_loss"] for h in evals]
+    assert r.global_step == evals[-1]["step"] == 10 * len(evals)          # 10 steps per epoch, none after the stop
+    assert [h["epoch"] for h in evals] == list(range(1, len(evals) + 1))
+
+
 def test_load_best_model_at_end(tmp_path):
     "load_best_model_at_end restores the weights of the best evaluation's checkpoint and reports its metrics."
     r = train(make_model(), make_data(40), make_data(8, seed=1),
