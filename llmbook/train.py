@@ -365,6 +365,17 @@ def _example_lengths(dataset) -> list[int]:
                          f"'input_ids' field (tokenize the dataset first) ({type(e).__name__}: {e})") from None
     return [len(x) for x in ids]
 
+def _scale_and_clip(accelerator, params, scale: float, max_norm: float | None) -> torch.Tensor:
+    """Multiply the gradients by `scale` (one `torch._foreach_mul_` over all of them), then clip their global L2 norm
+    to `max_norm` with accelerate's `clip_grad_norm_` (which unscales fp16 and knows FSDP/DeepSpeed); returns the norm
+    before clipping. With `max_norm=None` the norm is only measured (for the history), not applied as a factor of 1.
+    Folding `scale` into the clipping factor would save one pass over the gradients (about 2% of a MiniLM step on
+    CPU), but changes the rounding: a 2-process run then drifts further from its 1-process twin."""
+    grads = [p.grad for p in params if p.grad is not None]
+    torch._foreach_mul_(grads, scale)
+    if max_norm is None: return torch.nn.utils.get_total_norm(grads)
+    return accelerator.clip_grad_norm_(params, max_norm)
+
 def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: TrainingConfig, collate_fn: Callable,
           loss_fn: Callable | None = None, compute_metrics: Callable | None = None, optimizer=None,
           callbacks: tuple = ()) -> TrainResult:
@@ -546,9 +557,7 @@ def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: T
                     f"set max_grad_norm, or use mixed_precision='no'/'bf16'.")
             # DDP averaged the gradients over processes; turn the sum of per-term gradients into their mean
             scale = accelerator.num_processes / tot[1].clamp(min=1).item()
-            for p in params:
-                if p.grad is not None: p.grad.mul_(scale)
-            grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+            grad_norm = _scale_and_clip(accelerator, params, scale, cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             if not accelerator.optimizer_step_was_skipped: scheduler.step()   # fp16 overflow: schedule waits

@@ -314,3 +314,23 @@ def test_group_by_length_pads_less_and_resumes_exactly(tmp_path):
     assert r.global_step == 40 and torch.equal(flat(r.model), ref[True])
     with pytest.raises(ValueError, match="input_ids"):
         train(make_model(), [dict(x=1)] * 8, config=cfg(tmp_path / "bad", group_by_length=True), collate_fn=collate)
+
+
+# ------------------------------------------------------------------ gradient scaling and clipping
+@pytest.mark.parametrize("max_norm", [None, 0.5, 1e6])
+def test_scale_and_clip_equals_scaling_then_clip_grad_norm(max_norm):
+    """The loop's `_scale_and_clip` is bitwise torch's: multiply by the scale, then `torch.nn.utils.clip_grad_norm_`
+    (norm reported before clipping; 0.5 clips, 1e6 does not, None only measures)."""
+    from llmbook.train import _make_accelerator, _scale_and_clip
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(7, 5)), torch.nn.Parameter(torch.randn(3))]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    for p, q in zip(a, b): p.grad = torch.randn_like(p) * 4; q.grad = p.grad.clone()
+    scale = 1 / 37
+    norm = _scale_and_clip(_make_accelerator(cpu=True, mixed_precision="no"), a, scale, max_norm)
+    for q in b: q.grad.mul_(scale)
+    ref = torch.nn.utils.clip_grad_norm_(b, max_norm if max_norm is not None else float("inf"))
+    assert torch.equal(norm, ref)
+    for p, q in zip(a, b): assert torch.equal(p.grad, q.grad)
+    clipped = torch.cat([p.grad.flatten() for p in a]).norm().item()
+    assert (abs(clipped - 0.5) < 1e-5) if max_norm == 0.5 else abs(clipped - ref.item()) < 1e-6
