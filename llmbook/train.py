@@ -909,4 +909,8 @@ def bench_table(record: dict | None):
     r, p = record["results"], record["provenance"]
     print(f"{p['cpu']}, {r['threads']} threads, load average {r['load_average']:.1f}, batch {r['batch_size']} x "
           f"{r['seq_len']} tokens; step times (s): {r['step_time_s']}")
+    for name, ms in r.get("phases_ms", {}).items(): print(f"plain loop with {name}, ms per phase: {ms}")
+    if "padded_length_random" in r:
+        print(f"dynamic padding: a batch is padded to {r['padded_length_random']:.1f} tokens on average with random "
+              f"batches, {r['padded_length_grouped']:.1f} length-grouped (mean text: {r['mean_length']:.1f} tokens)")
     return pd.DataFrame(r["table"])
