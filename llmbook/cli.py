@@ -51,7 +51,7 @@ def _finetune_parser(sub):
     g.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank")
     g.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="LoRA scaling alpha")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=None, help="epochs (default: 2; the fast profile's with --profile fast)")
+    g.add_argument("--epochs", type=int, default=None, help="epochs (default: 2; with --profile fast, the fast profile's: 1 in settings.ini)")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate (default per strategy: head 1e-3, "
                    "last-k 2e-4, full 1e-4, lora 1e-3)")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per process per step")
@@ -71,7 +71,8 @@ def _finetune_parser(sub):
     g.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
     g.add_argument("--overwrite", action="store_true", help="move an existing --output-dir aside (never deleted)")
     g.add_argument("--num-processes", type=int, default=None, help="data-parallel processes to start (default: settings.ini)")
-    g.add_argument("--profile", choices=_config.PROFILES, default=None, help="fast: small subset smoke run")
+    g.add_argument("--profile", choices=_config.PROFILES, default=None, help="fast: a smoke run on the fast profile's subset; default: the full job on all the data "
+                        "(settings.ini's profile is for the chapters, not for this command)")
     g.add_argument("--max-train-examples", type=int, default=None, help="cap on training examples (0 = all)")
     g.add_argument("--save-every-steps", type=int, default=d.save_every_steps, help="checkpoint interval (optimizer steps)")
     g.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after a successful run")
@@ -140,6 +141,8 @@ def cmd_evaluate(args, argv) -> int:
     from llmbook.finetune import evaluate_folder
     m = evaluate_folder(args.model_dir, args.data, args.text_column, args.label_column, args.batch_size,
                         args.max_length)
+    if m["truncated"]: print(f"note: {m['truncated']} text(s) longer than --max-length {args.max_length} tokens were "
+                             "truncated: only their beginning was read.", file=sys.stderr)
     if args.json: print(json.dumps(m, indent=1)); return 0
     import pandas as pd
     print(f"{m['examples']} examples: accuracy {m['accuracy']:.4f}, macro precision {m['precision_macro']:.4f}, "

@@ -175,6 +175,9 @@ def load_labeled_file(path: str | Path, text_column: str = "text", label_column:
     if empty:
         warnings.warn(f"{path}: dropped {empty} row(s) with an empty text.")
         df = df[df["text"] != ""]
+    if len(df) == 0:
+        raise DataError(f"{path}: no row with a non-empty text in column {text_column!r} ({empty} empty row(s) "
+                        "dropped). Check --text-column and the file's contents.")
     if df["label"].isna().any():
         raise DataError(f"{path}: {int(df['label'].isna().sum())} row(s) have no label in column {label_column!r}.")
     raw_labels = df["label"]

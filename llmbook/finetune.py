@@ -403,15 +403,16 @@ def finetune(args: FinetuneArgs | None = None, **kwargs) -> dict:
     out = Path(args.output_dir)
     created = not out.exists()
     lock, mode = None, None
-    if state.is_main_process:
-        lock = lock_output_dir(out)          # refuses while another process writes to this folder
-        mode = check_output_dir(args)        # with overwrite, the old contents (and our lock file) move aside
-        if not (out / LOCK_NAME).exists(): lock.close(); lock = lock_output_dir(out)
-        if mode == "resume" and not (out / "checkpoints").is_dir():
-            print(f"--resume: no checkpoint in {out} yet; starting from step 0")
-    state.wait_for_everyone()
-    try: return _finetune(args, state, out, mode, t0)
-    finally:
+    try:
+        if state.is_main_process:
+            lock = lock_output_dir(out)      # refuses while another process writes to this folder
+            mode = check_output_dir(args)    # with overwrite, the old contents (and our lock file) move aside
+            if not (out / LOCK_NAME).exists(): lock.close(); lock = lock_output_dir(out)
+            if mode == "resume" and not (out / "checkpoints").is_dir():
+                print(f"--resume: no checkpoint in {out} yet; starting from step 0")
+        state.wait_for_everyone()
+        return _finetune(args, state, out, mode, t0)
+    finally:                                 # also when the folder was refused: leave no lock file behind
         if lock is not None:
             (out / LOCK_NAME).unlink(missing_ok=True); lock.close()
             if created and out.is_dir() and not any(out.iterdir()): out.rmdir()   # failed before writing anything
@@ -539,12 +540,16 @@ def predict(model_dir: str | os.PathLike, texts: list[str], batch_size: int = 64
 def evaluate_folder(model_dir: str | os.PathLike, data: str, text_column: str = "text", label_column: str = "label",
                     batch_size: int = 64, max_length: int = 128) -> dict:
     """Score a fine-tuned folder on a labelled file with `classification_metrics`. Labels in the file must be the
-    model's label names (or their ids); anything else raises `DataError` naming the unknown labels."""
+    model's label names (or their ids); anything else raises `DataError` naming the unknown labels. The result also
+    holds `truncated`: how many texts were longer than `min(max_length, model positions)` tokens (only their
+    beginning was read)."""
     model, tokenizer = load_folder(model_dir)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     ds, _ = _data.load_labeled_file(data, text_column, label_column, label_names=names)
     probs = predict_proba(model, tokenizer, ds["text"], batch_size, max_length)
-    return classification_metrics(probs.argmax(-1), ds["label"], names)
+    limit = min(max_length, model.config.max_position_embeddings)
+    n_long = sum(len(ids) > limit for ids in tokenizer(list(ds["text"]), verbose=False)["input_ids"])
+    return dict(classification_metrics(probs.argmax(-1), ds["label"], names), truncated=int(n_long))
 
 # %% ../nbs/06_finetuning.ipynb #ab548975
 def strategies_table(record: dict) -> "pd.DataFrame":

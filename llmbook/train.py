@@ -476,6 +476,9 @@ def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: T
         accelerator.wait_for_everyone()
         with _quiet("accelerate.utils.other"):          # "Removed shared tensor ..." for tied embeddings: expected
             accelerator.save_state(str(tmp))
+        if main:                                       # safetensors writes 0600; give the files the usual mode
+            umask = os.umask(0); os.umask(umask)
+            for f in tmp.glob("*.safetensors"): f.chmod(0o666 & ~umask)
         if main:
             state = {k: v for k, v in st.items()}
             (tmp / "trainer_state.json").write_text(json.dumps(dict(

@@ -159,6 +159,11 @@ def test_evaluate_command_matches_metrics_json(fast_run, tmp_path):
     got, saved = json.loads(r.stdout), json.loads((out / "metrics.json").read_text())["test"]
     assert got["confusion_matrix"] == saved["confusion_matrix"]
     assert abs(got["accuracy"] - saved["accuracy"]) < 1e-12
+    # a text over --max-length is counted and noted, as predict does
+    g = write(tmp_path / "long.csv", "review,verdict\n" + "great " * 300 + ",fresh\nawful,rotten\n")
+    r = run_cli("evaluate", str(out), "--data", str(g), "--text-column", "review", "--label-column", "verdict", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["truncated"] == 1 and got["truncated"] == 0
+    assert "1 text(s) longer than --max-length 128 tokens were truncated" in r.stderr
 
 
 def test_second_run_into_same_folder_is_refused(fast_run):
@@ -195,6 +200,17 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path):
     from safetensors.torch import load_file
     wa, wb = load_file(tmp_path / "ref" / "model.safetensors"), load_file(out / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_refused_folder_keeps_no_lock_file_and_empty_files_are_clear_errors(tmp_path):
+    out = tmp_path / "done"; out.mkdir()
+    (out / "metrics.json").write_text("{}"); (out / "run_settings.json").write_text("{}")
+    with pytest.raises(ft.FinetuneError, match="already holds a finished run"):
+        ft.finetune(ft.FinetuneArgs(output_dir=str(out)))
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "run_settings.json"]     # no .llmbook.lock
+    for name, content in [("allempty.csv", "body,tag\n ,a\n,b\n"), ("header.csv", "body,tag\n")]:
+        with pytest.raises(DataError, match="no row with a non-empty text in column 'body'"):
+            ft.prepare_data(None, data=str(write(tmp_path / name, content)), text_column="body", label_column="tag")
 
 
 def test_resume_with_different_settings_is_refused(tmp_path):

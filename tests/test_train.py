@@ -312,6 +312,8 @@ def test_group_by_length_pads_less_and_resumes_exactly(tmp_path):
     train(make_model(), data, config=cfg(d, group_by_length=True, max_steps=7, **common), collate_fn=collate)
     r = train(make_model(), data, config=cfg(d, group_by_length=True, resume=True, **common), collate_fn=collate)
     assert r.global_step == 40 and torch.equal(flat(r.model), ref[True])
+    umask = os.umask(0); os.umask(umask)                 # checkpoint weights are as readable as the other files
+    assert {f.stat().st_mode & 0o777 for f in (d / "checkpoints").glob("*/*.safetensors")} == {0o666 & ~umask}
     with pytest.raises(ValueError, match="input_ids"):
         train(make_model(), [dict(x=1)] * 8, config=cfg(tmp_path / "bad", group_by_length=True), collate_fn=collate)
 
