@@ -115,6 +115,10 @@ def cmd_finetune(args, argv) -> int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #a16ff553
+def _truncation_note(n: int, max_length: int):
+    if n: print(f"note: {n} text(s) longer than --max-length {max_length} tokens were truncated: only their "
+                "beginning was read.", file=sys.stderr)
+
 def cmd_predict(args, argv) -> int:
     from llmbook.finetune import predict, FinetuneError
     texts = list(args.texts)
@@ -127,9 +131,7 @@ def cmd_predict(args, argv) -> int:
         except OSError as e: raise FinetuneError(f"cannot read --file: {e}") from None
     if not texts: raise FinetuneError("no texts: give them as arguments or with --file FILE (one text per line).")
     out = predict(args.model_dir, texts, batch_size=args.batch_size, max_length=args.max_length)
-    n_long = sum(r["truncated"] for r in out)
-    if n_long: print(f"note: {n_long} text(s) longer than --max-length {args.max_length} tokens were truncated: "
-                     "only their beginning was read.", file=sys.stderr)
+    _truncation_note(sum(r["truncated"] for r in out), args.max_length)
     if args.json: print(json.dumps(out, indent=1))
     else:
         for r in out:
@@ -141,8 +143,7 @@ def cmd_evaluate(args, argv) -> int:
     from llmbook.finetune import evaluate_folder
     m = evaluate_folder(args.model_dir, args.data, args.text_column, args.label_column, args.batch_size,
                         args.max_length)
-    if m["truncated"]: print(f"note: {m['truncated']} text(s) longer than --max-length {args.max_length} tokens were "
-                             "truncated: only their beginning was read.", file=sys.stderr)
+    _truncation_note(m["truncated"], args.max_length)
     if args.json: print(json.dumps(m, indent=1)); return 0
     import pandas as pd
     print(f"{m['examples']} examples: accuracy {m['accuracy']:.4f}, macro precision {m['precision_macro']:.4f}, "

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from . import config as _config, resources, data as _data, metrics as _metrics
-from .train import OPTIMIZERS
+from .train import OPTIMIZERS, usual_file_mode
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'DEFAULT_LR', 'LOCK_NAME', 'FinetuneError', 'resolve_model', 'describe_model', 'load_classifier',
            'prepare_data', 'frozen_modules', 'apply_strategy', 'count_parameters', 'FinetuneArgs', 'lock_output_dir',
            'check_output_dir', 'classification_metrics', 'tfidf_baseline', 'model_card', 'finetune', 'format_metrics',
-           'load_folder', 'predict_proba', 'predict', 'evaluate_folder', 'strategies_table', 'finetuned_classifier']
+           'load_folder', 'truncated', 'predict_proba', 'predict', 'evaluate_folder', 'strategies_table',
+           'finetuned_classifier']
 
 # %% ../nbs/06_finetuning.ipynb #f79bd3db
 class FinetuneError(ValueError):
@@ -489,8 +490,7 @@ def _save_model(model, tokenizer, out: Path, strategy: str):
         model = model.merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    umask = os.umask(0); os.umask(umask)          # safetensors writes its files 0600; give them the usual mode
-    for f in out.rglob("*.safetensors"): f.chmod(0o666 & ~umask)
+    usual_file_mode(out.rglob("*.safetensors"))
 
 # %% ../nbs/06_finetuning.ipynb #355075a6
 def format_metrics(res: dict) -> str:
@@ -514,6 +514,11 @@ def load_folder(model_dir: str | os.PathLike):
         raise FinetuneError(f"{p} is not a fine-tuned model folder (no config.json); pass the --output-dir of a run.")
     return AutoModelForSequenceClassification.from_pretrained(p).eval(), AutoTokenizer.from_pretrained(p)
 
+def truncated(model, tokenizer, texts: list[str], max_length: int = 128) -> list[bool]:
+    "For each text, whether it has more than `min(max_length, model positions)` tokens (so only its start is read)."
+    limit = min(max_length, model.config.max_position_embeddings)
+    return [len(ids) > limit for ids in tokenizer(list(texts), verbose=False)["input_ids"]] if len(texts) else []
+
 @torch.inference_mode()
 def predict_proba(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 128) -> np.ndarray:
     "Class probabilities, float32 array (len(texts), num_labels); texts longer than max_length tokens are truncated."
@@ -531,11 +536,9 @@ def predict(model_dir: str | os.PathLike, texts: list[str], batch_size: int = 64
     model, tokenizer = load_folder(model_dir)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     probs = predict_proba(model, tokenizer, texts, batch_size, max_length)
-    limit = min(max_length, model.config.max_position_embeddings)
-    lengths = [len(ids) for ids in tokenizer(list(texts), verbose=False)["input_ids"]] if texts else []
     return [dict(text=t, label=names[int(p.argmax())], score=float(p.max()),
-                 probabilities={n: float(x) for n, x in zip(names, p)}, truncated=n > limit)
-            for t, p, n in zip(texts, probs, lengths)]
+                 probabilities={n: float(x) for n, x in zip(names, p)}, truncated=cut)
+            for t, p, cut in zip(texts, probs, truncated(model, tokenizer, texts, max_length))]
 
 def evaluate_folder(model_dir: str | os.PathLike, data: str, text_column: str = "text", label_column: str = "label",
                     batch_size: int = 64, max_length: int = 128) -> dict:
@@ -547,9 +550,8 @@ def evaluate_folder(model_dir: str | os.PathLike, data: str, text_column: str = 
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     ds, _ = _data.load_labeled_file(data, text_column, label_column, label_names=names)
     probs = predict_proba(model, tokenizer, ds["text"], batch_size, max_length)
-    limit = min(max_length, model.config.max_position_embeddings)
-    n_long = sum(len(ids) > limit for ids in tokenizer(list(ds["text"]), verbose=False)["input_ids"])
-    return dict(classification_metrics(probs.argmax(-1), ds["label"], names), truncated=int(n_long))
+    return dict(classification_metrics(probs.argmax(-1), ds["label"], names),
+                truncated=sum(truncated(model, tokenizer, ds["text"], max_length)))
 
 # %% ../nbs/06_finetuning.ipynb #ab548975
 def strategies_table(record: dict) -> "pd.DataFrame":

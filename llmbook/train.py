@@ -24,10 +24,10 @@ from .optim import SCHEDULES, AdamW, get_scheduler, schedule_lambda
 __all__ = ['OPTIMIZERS', 'CHAR_LM_SIZES', 'SCRATCH_CLASSIFIER_SIZES', 'TRAIN_MODELS', 'TrainingDivergedError', 'TrainingConfig',
            'make_optimizer', 'make_scheduler', 'SeededRandomSampler', 'per_example_cross_entropy', 'cross_entropy_loss',
            'checkpoint_dir', 'list_checkpoints', 'latest_checkpoint', 'load_model_weights', 'evaluate_loader',
-           'evaluate', 'TrainResult', 'train', 'plot_history', 'CharTokenizer', 'lm_blocks', 'lm_collate',
-           'hamlet_splits', 'gpt2_parameter_count', 'ngram_perplexities', 'train_char_lm', 'generate_text',
-           'char_lm_summary', 'train_scratch_classifier', 'scratch_classifier_summary', 'add_train_arguments',
-           'LaunchError', 'check_launch', 'relaunch', 'train_command', 'bench_table']
+           'evaluate', 'TrainResult', 'usual_file_mode', 'train', 'plot_history', 'CharTokenizer', 'lm_blocks',
+           'lm_collate', 'hamlet_splits', 'gpt2_parameter_count', 'ngram_perplexities', 'train_char_lm',
+           'generate_text', 'char_lm_summary', 'train_scratch_classifier', 'scratch_classifier_summary',
+           'add_train_arguments', 'LaunchError', 'check_launch', 'relaunch', 'train_command', 'bench_table']
 
 # %% ../nbs/05a_training.ipynb #5716b7a0
 class TrainingDivergedError(RuntimeError):
@@ -356,6 +356,11 @@ def _write_history(out: Path, history: list):
     os.replace(tmp, out / "history.csv")
 
 
+def usual_file_mode(paths) -> None:
+    "Give files the mode the umask implies (safetensors writes its files 0600, unreadable to other users)."
+    umask = os.umask(0); os.umask(umask)
+    for f in paths: Path(f).chmod(0o666 & ~umask)
+
 def _example_lengths(dataset) -> list[int]:
     "Token count of every example, from its `input_ids` (a datasets column or a field of each example)."
     try:
@@ -476,9 +481,7 @@ def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: T
         accelerator.wait_for_everyone()
         with _quiet("accelerate.utils.other"):          # "Removed shared tensor ..." for tied embeddings: expected
             accelerator.save_state(str(tmp))
-        if main:                                       # safetensors writes 0600; give the files the usual mode
-            umask = os.umask(0); os.umask(umask)
-            for f in tmp.glob("*.safetensors"): f.chmod(0o666 & ~umask)
+        if main: usual_file_mode(tmp.glob("*.safetensors"))
         if main:
             state = {k: v for k, v in st.items()}
             (tmp / "trainer_state.json").write_text(json.dumps(dict(
