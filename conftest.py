@@ -18,6 +18,7 @@ The environment below is also what `tools/execute_notebooks.sh` uses to produce 
 re-run see the same settings: progress bars off (their rates vary), offline hub, the fast profile unless the caller
 chose another.
 """
+
 import os, re, sys, tempfile
 from pathlib import Path
 
@@ -30,7 +31,8 @@ NOTEBOOK_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "PYTHONHASHSEED": "0",
 }
-for k, v in NOTEBOOK_ENV.items(): os.environ.setdefault(k, v)
+for k, v in NOTEBOOK_ENV.items():
+    os.environ.setdefault(k, v)
 
 
 def pytest_configure(config):
@@ -38,21 +40,26 @@ def pytest_configure(config):
     the Python environment's path. Stored outputs were made in one checkout, CI runs in a fresh clone elsewhere, so an
     absolute path in a warning or message must not count as a difference."""
     static = getattr(config.option, "nbval_sanitize_with", None)
-    if not static or not Path(static).is_file(): return
+    if not static or not Path(static).is_file():
+        return
     root = Path(__file__).resolve().parent
-    extra = [("repository path", re.escape(str(root)), "<REPO>"),
-             ("python prefix", re.escape(sys.prefix), "<PREFIX>"),
-             ("site-packages", r"[^\s'\"]*/(site|dist)-packages/", "<SITE-PACKAGES>/")]
+    extra = [
+        ("repository path", re.escape(str(root)), "<REPO>"),
+        ("python prefix", re.escape(sys.prefix), "<PREFIX>"),
+        ("site-packages", r"[^\s'\"]*/(site|dist)-packages/", "<SITE-PACKAGES>/"),
+    ]
     # first, so that a checkout under /tmp becomes <REPO> before the generic temporary-path rule sees it
     text = "".join(f"[{n}]\nregex: {rx}\nreplace: {rep}\n\n" for n, rx, rep in extra) + Path(static).read_text()
     fd, path = tempfile.mkstemp(prefix="nbval-sanitize-", suffix=".cfg")
-    with os.fdopen(fd, "w") as f: f.write(text)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
     config.option.nbval_sanitize_with = path
 
 
 def pytest_collection_modifyitems(session, config, items):
     for item in items:
-        if type(item).__name__ != "IPyNbCell": continue
+        if type(item).__name__ != "IPyNbCell":
+            continue
         cell = getattr(item, "cell", None)
         if cell is not None and cell.get("cell_type") == "code" and cell.get("execution_count") is None:
             cell["execution_count"] = 0

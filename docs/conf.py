@@ -8,12 +8,13 @@ Nothing on the built site loads from the network: notebooks keep their stored ou
 local copy under `_static/mathjax/`, search is Sphinx's own JavaScript index, and the ipywidgets loader (a CDN
 script) is switched off.
 """
+
 import os, re, sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
-sys.path.insert(0, str(ROOT))   # autodoc documents the checkout's llmbook/, not some other installed copy
+sys.path.insert(0, str(ROOT))  # autodoc documents the checkout's llmbook/, not some other installed copy
 import llmbook
 
 project = "llmbook"
@@ -22,21 +23,21 @@ copyright = "llmbook authors, Apache-2.0"
 release = version = llmbook.__version__
 
 extensions = [
-    "myst_nb",                       # .ipynb and .md sources (MyST markdown)
+    "myst_nb",  # .ipynb and .md sources (MyST markdown)
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
-    "sphinx.ext.viewcode",           # highlighted library source beside the API reference (offline)
+    "sphinx.ext.viewcode",  # highlighted library source beside the API reference (offline)
 ]
 
 # ---- notebooks (MyST-NB) --------------------------------------------------------------------------------------
-nb_execution_mode = "off"            # notebooks carry their outputs; the site never runs code
-nb_render_markdown_format = "myst"   # text/markdown outputs (nbdev show_doc) parsed as MyST, so `$..$` typesets
-nb_merge_streams = True              # one block per cell for stdout/stderr written in pieces
-nb_ipywidgets_js = {}                # default loads require.js and the widget manager from CDNs: never
+nb_execution_mode = "off"  # notebooks carry their outputs; the site never runs code
+nb_render_markdown_format = "myst"  # text/markdown outputs (nbdev show_doc) parsed as MyST, so `$..$` typesets
+nb_merge_streams = True  # one block per cell for stdout/stderr written in pieces
+nb_ipywidgets_js = {}  # default loads require.js and the widget manager from CDNs: never
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
-myst_heading_anchors = 3             # `[x](00_config.ipynb#some-heading)` links resolve
-source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}   # .rst first: autosummary stubs
+myst_heading_anchors = 3  # `[x](00_config.ipynb#some-heading)` links resolve
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}  # .rst first: autosummary stubs
 exclude_patterns = ["**.ipynb_checkpoints", "_quarto.yml", "nbdev.yml", "sidebar.yml"]
 root_doc = "index"
 
@@ -45,15 +46,17 @@ root_doc = "index"
 mathjax_path = "mathjax/tex-mml-chtml.js"
 _mathjax_static = os.environ.get("LLMBOOK_MATHJAX_STATIC", str(ROOT / "_build" / "mathjax_static"))
 if not (Path(_mathjax_static) / "mathjax" / "tex-mml-chtml.js").is_file():
-    raise RuntimeError(f"local MathJax not found under {_mathjax_static}/mathjax; build the site with "
-                       "tools/build_docs.sh, which installs npm mathjax@3 and copies it there.")
+    raise RuntimeError(
+        f"local MathJax not found under {_mathjax_static}/mathjax; build the site with "
+        "tools/build_docs.sh, which installs npm mathjax@3 and copies it there."
+    )
 
 # ---- API reference, generated from the docstrings ---------------------------------------------------------------
 autosummary_generate = True
-autosummary_ignore_module_all = False   # a module's public API is its nbdev-generated __all__
+autosummary_ignore_module_all = False  # a module's public API is its nbdev-generated __all__
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-default_role = "code"                # docstrings are written markdown-style: `x` means code, not italics
+default_role = "code"  # docstrings are written markdown-style: `x` means code, not italics
 templates_path = [str(DOCS / "_templates")]
 
 # ---- HTML -------------------------------------------------------------------------------------------------------
@@ -65,7 +68,7 @@ html_css_files = ["llmbook.css"]
 html_theme_options = {
     "home_page_in_toc": True,
     "show_toc_level": 2,
-    "use_download_button": True,     # downloads the page's .ipynb from this site, no network
+    "use_download_button": True,  # downloads the page's .ipynb from this site, no network
     "use_fullscreen_button": False,
     "use_repository_button": False,
     "navigation_with_keys": False,
@@ -89,25 +92,30 @@ class MystDocstring(SphinxDirective):
 
     def run(self):
         from myst_parser.parsers.sphinx_ import MystParser
+
         doc = new_document(self.state.document["source"], self.state.document.settings)
         doc.reporter = self.state.document.reporter
         MystParser().parse("\n".join(self.content), doc)
         out = []
         for child in doc.children:
-            if isinstance(child, nodes.section):   # a markdown heading in a docstring: keep it as a rubric
+            if isinstance(child, nodes.section):  # a markdown heading in a docstring: keep it as a rubric
                 title = child.next_node(nodes.title)
                 out.append(nodes.rubric("", "", *title.children) if title else nodes.rubric())
                 out.extend(c for c in child.children if not isinstance(c, nodes.title))
-            else: out.append(child)
+            else:
+                out.append(child)
         return out
 
 
 def _docstring_as_myst(app, what, name, obj, options, lines):
-    if not lines or lines[0].startswith(".. myst-docstring::"): return
-    if what == "module":   # nbdev appends "Docs: <hosted docs url>" to module docstrings; this site is the docs
+    if not lines or lines[0].startswith(".. myst-docstring::"):
+        return
+    if what == "module":  # nbdev appends "Docs: <hosted docs url>" to module docstrings; this site is the docs
         lines[:] = [ln for ln in lines if not re.match(r"\s*Docs: https?://\S+\s*$", ln)]
-        while lines and not lines[-1].strip(): lines.pop()
-        if not lines: return
+        while lines and not lines[-1].strip():
+            lines.pop()
+        if not lines:
+            return
     body = ["   " + ln if ln.strip() else "" for ln in lines]
     # no blank line after the marker: the whole indented block is content, and autosummary's one-line summary
     # (which cuts the docstring at its first blank line) still gets the first paragraph

@@ -31,14 +31,15 @@ MyST-NB expects:
 Files are written only when their content changes, and staged files whose source is gone are deleted, so Sphinx's
 incremental build re-renders only what changed. The script is idempotent.
 """
+
 from __future__ import annotations
 import argparse, ast, hashlib, json, os, pkgutil, posixpath, re, shutil, sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
-DOCS_PAGES = ["api.md", "about.md"]          # docs/ pages, in sidebar order after the chapters
-API_DIR = "api"                               # autosummary writes the per-module stubs here (see api.md)
+DOCS_PAGES = ["api.md", "about.md"]  # docs/ pages, in sidebar order after the chapters
+API_DIR = "api"  # autosummary writes the per-module stubs here (see api.md)
 SKIP_NAMES = {"_quarto.yml", "nbdev.yml", "sidebar.yml", "_brand.yml", "styles.css", "_metadata.yml"}
 
 _re_directive = re.compile(r"^#\|\s*([\w-]+)\s*:\s*(.*?)\s*$")
@@ -50,10 +51,12 @@ _re_sd_heading = re.compile(r"^#{2,4}\s+(\S+)\s*$", re.MULTILINE)
 # ---- helpers ---------------------------------------------------------------------------------------------------
 def write_if_changed(path: Path, data: bytes) -> bool:
     "Write `data` to `path` unless it already holds exactly that; True when written."
-    if path.is_file() and path.read_bytes() == data: return False
+    if path.is_file() and path.read_bytes() == data:
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data); tmp.replace(path)
+    tmp.write_bytes(data)
+    tmp.replace(path)
     return True
 
 
@@ -69,7 +72,8 @@ def lines(text: str) -> list[str]:
 def load_modidx(root: Path) -> dict:
     "nbdev's `llmbook/_modidx.py` dict (settings + symbol -> doc url), read without importing the package."
     p = root / "llmbook" / "_modidx.py"
-    if not p.is_file(): return {"settings": {}, "syms": {}}
+    if not p.is_file():
+        return {"settings": {}, "syms": {}}
     tree = ast.parse(p.read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "d" for t in node.targets):
@@ -81,7 +85,8 @@ def public_modules(root: Path, package: str = "llmbook") -> list[str]:
     "Dotted names of every public module of the package (what autosummary's recursive API reference lists)."
     names = [package]
     for m in pkgutil.walk_packages([str(root / package)], prefix=package + "."):
-        if not any(part.startswith("_") for part in m.name.split(".")): names.append(m.name)
+        if not any(part.startswith("_") for part in m.name.split(".")):
+            names.append(m.name)
     return names
 
 
@@ -99,37 +104,44 @@ class Links:
         self.by_url, self.syms = {}, set()
         for mod, syms in modidx.get("syms", {}).items():
             for sym, (url, _src) in syms.items():
-                self.by_url.setdefault(url, sym); self.syms.add(sym)
-        self.pages = pages          # nbdev output-file ("config.html") -> staged page name ("00_config")
-        self.existing: set[str] = set()   # staged notebooks, "00_config.ipynb"
+                self.by_url.setdefault(url, sym)
+                self.syms.add(sym)
+        self.pages = pages  # nbdev output-file ("config.html") -> staged page name ("00_config")
+        self.existing: set[str] = set()  # staged notebooks, "00_config.ipynb"
         self.here, self.missing = "", []  # folder of the notebook being rewritten; links to absent notebooks
 
     def local_link(self, text: str, url: str) -> str | None:
         "A link to a chapter notebook that does not exist (yet) becomes plain text (and a warning)."
-        if re.match(r"^[a-z][a-z0-9+.-]*:", url, flags=re.I) or ".ipynb" not in url: return None
+        if re.match(r"^[a-z][a-z0-9+.-]*:", url, flags=re.I) or ".ipynb" not in url:
+            return None
         path = url.split("#")[0]
-        if not path.endswith(".ipynb"): return None
+        if not path.endswith(".ipynb"):
+            return None
         target = posixpath.normpath(posixpath.join(self.here, path))
-        if target in self.existing: return None
+        if target in self.existing:
+            return None
         self.missing.append(target)
         return text
 
     def doc_link(self, text: str, url: str) -> str | None:
-        if not self.doc_prefix.startswith("http") or not url.startswith(self.doc_prefix): return None
-        rel = url[len(self.doc_prefix):]
+        if not self.doc_prefix.startswith("http") or not url.startswith(self.doc_prefix):
+            return None
+        rel = url[len(self.doc_prefix) :]
         label = text.strip().strip("`") or rel
-        if rel in self.by_url:                                   # a library symbol: cross-reference the API page
+        if rel in self.by_url:  # a library symbol: cross-reference the API page
             return f"{{py:obj}}`{label} <{self.by_url[rel]}>`"
         page, _, anchor = rel.partition("#")
-        if page in self.pages:                                   # a chapter page: link the notebook
+        if page in self.pages:  # a chapter page: link the notebook
             return f"[{text}]({self.pages[page]}.ipynb{'#' + anchor if anchor else ''})"
         return None
 
     def source_link(self, url: str, sym: str | None, depth: int) -> str | None:
         "`[source](github .../llmbook/x.py#L12)` -> raw HTML link to viewcode's page for module llmbook.x."
-        if not self.src_prefix or not url.startswith(self.src_prefix): return None
-        path = url[len(self.src_prefix):].split("#")[0]
-        if not (path.startswith(self.lib_path + "/") and path.endswith(".py")): return None
+        if not self.src_prefix or not url.startswith(self.src_prefix):
+            return None
+        path = url[len(self.src_prefix) :].split("#")[0]
+        if not (path.startswith(self.lib_path + "/") and path.endswith(".py")):
+            return None
         mod = path[:-3].replace("/", ".")
         anchor = f"#{mod}.{sym}" if sym and f"{mod}.{sym}" in self.syms else ""
         href = "../" * depth + f"_modules/{path[:-3]}.html{anchor}"
@@ -140,20 +152,27 @@ class Links:
             text, url = m.group(1), m.group(2)
             if text == "source":
                 new = self.source_link(url, sym, depth)
-                if new: return new
+                if new:
+                    return new
             new = self.doc_link(text, url)
-            if new is None: new = self.local_link(text, url)
+            if new is None:
+                new = self.local_link(text, url)
             return new if new is not None else m.group(0)
+
         return _re_md_link.sub(sub, md)
 
 
 # ---- notebook transformation -----------------------------------------------------------------------------------
 def front_matter(text: str) -> dict:
     import yaml
+
     m = re.match(r"^\s*---\s*\n(.*?)\n---\s*$", text, flags=re.DOTALL)
-    if not m: return {}
-    try: return yaml.safe_load(m.group(1)) or {}
-    except yaml.YAMLError: return {}
+    if not m:
+        return {}
+    try:
+        return yaml.safe_load(m.group(1)) or {}
+    except yaml.YAMLError:
+        return {}
 
 
 def title_cell(original: Path | None, fm: dict) -> str:
@@ -161,7 +180,8 @@ def title_cell(original: Path | None, fm: dict) -> str:
     if original is not None and original.is_file():
         nb = json.loads(original.read_text(encoding="utf-8"))
         first = next((c for c in nb.get("cells", []) if c.get("cell_type") == "markdown"), None)
-        if first is not None and src_text(first).lstrip().startswith("# "): return src_text(first).strip() + "\n"
+        if first is not None and src_text(first).lstrip().startswith("# "):
+            return src_text(first).strip() + "\n"
     title = fm.get("title") or (original.stem if original else "Untitled")
     desc = fm.get("description")
     return f"# {title}\n" + (f"\n> {desc}\n" if desc else "")
@@ -172,23 +192,33 @@ def code_directives(cell) -> None:
     kept, tags = [], list(cell.get("metadata", {}).get("tags", []))
     for ln in lines(src_text(cell)):
         m = _re_directive.match(ln.rstrip("\n"))
-        if not m: kept.append(ln); continue
+        if not m:
+            kept.append(ln)
+            continue
         key, val = m.group(1).lower(), m.group(2).strip().strip("'\"").lower()
-        if key == "echo" and val == "false": tags.append("remove-input")
-        elif key == "output" and val == "false": tags.append("remove-output")
-        elif key == "include" and val == "false": tags.append("remove-cell")
-        elif key == "code-fold" and val in ("true", "show"): tags.append("hide-input")
+        if key == "echo" and val == "false":
+            tags.append("remove-input")
+        elif key == "output" and val == "false":
+            tags.append("remove-output")
+        elif key == "include" and val == "false":
+            tags.append("remove-cell")
+        elif key == "code-fold" and val in ("true", "show"):
+            tags.append("hide-input")
         elif key in ("output", "echo", "eval", "warning", "error", "label", "fig-cap", "code-fold", "code-summary"):
-            pass                                     # Quarto-only, no MyST-NB meaning (output: asis is the default)
-        else: kept.append(ln)                       # not a Quarto option we know: leave the line as code
-    while kept and not kept[0].strip(): kept.pop(0)
+            pass  # Quarto-only, no MyST-NB meaning (output: asis is the default)
+        else:
+            kept.append(ln)  # not a Quarto option we know: leave the line as code
+    while kept and not kept[0].strip():
+        kept.pop(0)
     cell["source"] = "".join(kept).rstrip("\n")
-    if tags: cell.setdefault("metadata", {})["tags"] = list(dict.fromkeys(tags))
+    if tags:
+        cell.setdefault("metadata", {})["tags"] = list(dict.fromkeys(tags))
 
 
 def fix_markdown_output(md: str, links: Links, depth: int) -> str:
     md = md.lstrip()
-    if md.startswith("---"): md = md[3:].lstrip("-").lstrip("\n")      # show_doc's leading rule
+    if md.startswith("---"):
+        md = md[3:].lstrip("-").lstrip("\n")  # show_doc's leading rule
     md = _re_target_attr.sub("", md)
     h = _re_sd_heading.search(md)
     return links.rewrite(md, depth=depth, sym=h.group(1) if h else None)
@@ -197,11 +227,17 @@ def fix_markdown_output(md: str, links: Links, depth: int) -> str:
 def transform(nb: dict, original: Path | None, links: Links, depth: int, toctree: str | None = None) -> dict:
     cells, out = nb.get("cells", []), []
     for i, cell in enumerate(cells):
-        if cell.pop("has_sd", None): cell.pop("id", None)      # nbdev's inserted show_doc cells get random ids
+        if cell.pop("has_sd", None):
+            cell.pop("id", None)  # nbdev's inserted show_doc cells get random ids
         ctype, text = cell.get("cell_type"), src_text(cell)
         if i == 0 and ctype == "raw" and text.lstrip().startswith("---"):
-            out.append(dict(cell_type="markdown", metadata={},
-                            source=links.rewrite(title_cell(original, front_matter(text)), depth=depth)))
+            out.append(
+                dict(
+                    cell_type="markdown",
+                    metadata={},
+                    source=links.rewrite(title_cell(original, front_matter(text)), depth=depth),
+                )
+            )
             continue
         if ctype == "markdown":
             if text.strip().startswith("<!-- WARNING: THIS FILE WAS AUTOGENERATED!") and text.strip().endswith("-->"):
@@ -216,20 +252,24 @@ def transform(nb: dict, original: Path | None, links: Links, depth: int, toctree
                     md = "".join(md) if isinstance(md, list) else md
                     data["text/markdown"] = fix_markdown_output(md, links, depth)
         out.append(cell)
-    if not out or not src_text(out[0]).lstrip().startswith("# "):   # every page needs a title
+    if not out or not src_text(out[0]).lstrip().startswith("# "):  # every page needs a title
         out.insert(0, dict(cell_type="markdown", metadata={}, source=title_cell(original, {})))
-    if toctree: out.append(dict(cell_type="markdown", metadata={}, source=toctree))
+    if toctree:
+        out.append(dict(cell_type="markdown", metadata={}, source=toctree))
     seen = set()
-    for k, c in enumerate(out):                                       # ids: unique, stable across runs
+    for k, c in enumerate(out):  # ids: unique, stable across runs
         cid = c.get("id")
         if not cid or cid in seen:
             cid = hashlib.sha1(f"{src_text(c)}".encode()).hexdigest()[:8]
-            while cid in seen: cid = hashlib.sha1(cid.encode()).hexdigest()[:8]
-        c["id"] = cid; seen.add(cid)
+            while cid in seen:
+                cid = hashlib.sha1(cid.encode()).hexdigest()[:8]
+        c["id"] = cid
+        seen.add(cid)
         if c.get("cell_type") in ("markdown", "raw"):
-            c.pop("outputs", None); c.pop("execution_count", None)
+            c.pop("outputs", None)
+            c.pop("execution_count", None)
     nb["cells"] = out
-    md = nb.setdefault("metadata", {})                                # nbdev-clean strips these; MyST-NB needs a
+    md = nb.setdefault("metadata", {})  # nbdev-clean strips these; MyST-NB needs a
     md.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})  # lexer
     md.setdefault("language_info", {"name": "python", "pygments_lexer": "ipython3"})
     nb["nbformat"], nb["nbformat_minor"] = 4, max(5, nb.get("nbformat_minor", 5))
@@ -238,8 +278,10 @@ def transform(nb: dict, original: Path | None, links: Links, depth: int, toctree
 
 def make_toctree(chapters: list[str], pages: list[str]) -> str:
     blocks = []
-    if chapters: blocks.append("```{toctree}\n:hidden:\n:maxdepth: 2\n:caption: Chapters\n\n" + "\n".join(chapters) + "\n```")
-    if pages: blocks.append("```{toctree}\n:hidden:\n:maxdepth: 1\n:caption: Reference\n\n" + "\n".join(pages) + "\n```")
+    if chapters:
+        blocks.append("```{toctree}\n:hidden:\n:maxdepth: 2\n:caption: Chapters\n\n" + "\n".join(chapters) + "\n```")
+    if pages:
+        blocks.append("```{toctree}\n:hidden:\n:maxdepth: 1\n:caption: Reference\n\n" + "\n".join(pages) + "\n```")
     return "\n\n".join(blocks) + "\n"
 
 
@@ -253,28 +295,39 @@ class _Resolver:
 
     def __init__(self, default_exp: str | None, lib: str, modidx: dict):
         self.lib, self.ns, self.loaded = lib, {}, set()
-        self.sym_module = {sym.rsplit(".", 1)[-1]: mod for mod, syms in modidx.get("syms", {}).items()
-                           for sym in syms if sym.count(".") == mod.count(".") + 1}
+        self.sym_module = {
+            sym.rsplit(".", 1)[-1]: mod
+            for mod, syms in modidx.get("syms", {}).items()
+            for sym in syms
+            if sym.count(".") == mod.count(".") + 1
+        }
         self.default = f"{lib}.{default_exp}" if default_exp else None
-        if self.default: self._load(self.default)
+        if self.default:
+            self._load(self.default)
 
     def _load(self, modname: str) -> None:
         import importlib
-        if modname in self.loaded: return
+
+        if modname in self.loaded:
+            return
         self.loaded.add(modname)
         mod = importlib.import_module(modname)
         self.ns.update({k: v for k, v in vars(mod).items() if not k.startswith("__")})
-        if self.default and modname != self.default:        # the notebook's own module wins name clashes
-            self.ns.update({k: v for k, v in vars(importlib.import_module(self.default)).items()
-                            if not k.startswith("__")})
+        if self.default and modname != self.default:  # the notebook's own module wins name clashes
+            self.ns.update(
+                {k: v for k, v in vars(importlib.import_module(self.default)).items() if not k.startswith("__")}
+            )
 
     def eval(self, expr: str):
         for _ in range(4):
-            try: return eval(expr, {"__builtins__": __builtins__, self.lib: __import__(self.lib)}, self.ns)
+            try:
+                return eval(expr, {"__builtins__": __builtins__, self.lib: __import__(self.lib)}, self.ns)
             except NameError as e:
                 name = getattr(e, "name", None)
-                if name in self.sym_module and self.sym_module[name] not in self.loaded: self._load(self.sym_module[name])
-                else: raise
+                if name in self.sym_module and self.sym_module[name] not in self.loaded:
+                    self._load(self.sym_module[name])
+                else:
+                    raise
         return eval(expr, {}, self.ns)
 
 
@@ -286,6 +339,7 @@ def _show_doc_processor(modidx: dict, lib: str):
 
     class show_docs_from_package(Processor):
         "Replaces nbdev's exec_show_docs: renders `show_doc(x)` cells by importing x from the library."
+
         def begin(self):
             self.title = getattr(self.nb, "frontmatter_", {}).get("title", "?")
             # nbdev has already stripped `#| default_exp` from the cells: read it from the notebook file
@@ -293,25 +347,41 @@ def _show_doc_processor(modidx: dict, lib: str):
             self.res = _Resolver(_default_exp(read_nb(path)) if path else None, lib, modidx)
 
         def __call__(self, cell):
-            if not _is_showdoc(cell): return
+            if not _is_showdoc(cell):
+                return
             outputs = []
             for node in ast.parse(cell.source).body:
                 call = getattr(node, "value", None)
-                if not (isinstance(node, ast.Expr) and isinstance(call, ast.Call)
-                        and getattr(call.func, "id", None) == "show_doc" and call.args): continue
+                if not (
+                    isinstance(node, ast.Expr)
+                    and isinstance(call, ast.Call)
+                    and getattr(call.func, "id", None) == "show_doc"
+                    and call.args
+                ):
+                    continue
                 expr = ast.unparse(call.args[0])
                 try:
                     obj = self.res.eval(expr)
                     kw = {k.arg: self.res.eval(ast.unparse(k.value)) for k in call.keywords if k.arg}
                     md = show_doc(obj, **kw)._repr_markdown_()
                 except Exception as e:
-                    if cell.get("outputs"): return                    # keep what the author's run stored
-                    warn(f"{self.title}: cannot render show_doc({expr}) from the {lib} package "
-                         f"({type(e).__name__}: {e}); export it, or drop the show_doc cell")
+                    if cell.get("outputs"):
+                        return  # keep what the author's run stored
+                    warn(
+                        f"{self.title}: cannot render show_doc({expr}) from the {lib} package "
+                        f"({type(e).__name__}: {e}); export it, or drop the show_doc cell"
+                    )
                     return
-                outputs.append(dict(output_type="execute_result", execution_count=None, metadata={},
-                                    data={"text/markdown": md, "text/plain": f"show_doc({expr})"}))
-            if outputs: cell["outputs"] = outputs
+                outputs.append(
+                    dict(
+                        output_type="execute_result",
+                        execution_count=None,
+                        metadata={},
+                        data={"text/markdown": md, "text/plain": f"show_doc({expr})"},
+                    )
+                )
+            if outputs:
+                cell["outputs"] = outputs
 
     return show_docs_from_package
 
@@ -323,45 +393,58 @@ def nbdev_process(nbs: Path, proc: Path) -> int:
     from nbdev.processors import FilterDefaults, exec_show_docs
     from nbdev.serve import _proc_file, _rm_stale
     from nbdev.serve_drv import exec_nb
-    import warnings   # nbdev tries `- key: value` bullet lists in a title cell as YAML front matter; the title
-    warnings.filterwarnings("ignore", message="Failed to create YAML dict", category=UserWarning)   # cell is kept
+    import warnings  # nbdev tries `- key: value` bullet lists in a title cell as YAML front matter; the title
+
+    warnings.filterwarnings("ignore", message="Failed to create YAML dict", category=UserWarning)  # cell is kept
     cfg = get_config()
-    if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))   # the checkout's llmbook/, not another install
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # the checkout's llmbook/, not another install
     lib = cfg.get("lib_name") or Path(cfg.lib_path).name
     sd = _show_doc_processor(load_modidx(ROOT), lib)
 
     class SiteFilter(FilterDefaults):
-        def base_procs(self): return [sd if p is exec_show_docs else p for p in super().base_procs()]
+        def base_procs(self):
+            return [sd if p is exec_show_docs else p for p in super().base_procs()]
 
     # like proc_nbs: everything is redone when the configuration, nbdev, this script or the library changed
     import nbdev.processors
+
     deps = [Path(cfg.config_file), Path(__file__), Path(nbdev.processors.__file__)]
     deps += list((ROOT / lib).glob("*.py"))
     proc.mkdir(parents=True, exist_ok=True)
     stamp = proc / ".processed"
     if not stamp.exists() or stamp.stat().st_mtime < max(p.stat().st_mtime for p in deps if p.exists()):
-        shutil.rmtree(proc); proc.mkdir(parents=True)
+        shutil.rmtree(proc)
+        proc.mkdir(parents=True)
     _rm_stale(proc, nbs)
     files = nbglob(nbs, func=Path, file_glob="", file_re="")
     todo = [t for t in (_proc_file(f, proc, nbs) for f in files) if t]
-    os.environ["IN_TEST"] = "1"                                # what nbdev's worker sets while processing
+    os.environ["IN_TEST"] = "1"  # what nbdev's worker sets while processing
     try:
         for src, dst, _ in todo:
-            try: exec_nb(src, dst, SiteFilter)
+            try:
+                exec_nb(src, dst, SiteFilter)
             except Exception as e:
                 dst.unlink(missing_ok=True)
                 sys.exit(f"prepare.py: nbdev's processing of {src} failed: {type(e).__name__}: {e}")
-    finally: os.environ.pop("IN_TEST", None)
+    finally:
+        os.environ.pop("IN_TEST", None)
     stamp.touch()
     return len(todo)
 
 
 # ---- main ------------------------------------------------------------------------------------------------------
 def stage(proc: Path, nbs: Path, out: Path) -> dict:
-    if not proc.is_dir(): sys.exit(f"prepare.py: {proc} does not exist; run nbdev.serve.proc_nbs() first")
+    if not proc.is_dir():
+        sys.exit(f"prepare.py: {proc} does not exist; run nbdev.serve.proc_nbs() first")
     out.mkdir(parents=True, exist_ok=True)
-    files = sorted(p for p in proc.rglob("*") if p.is_file() and p.name not in SKIP_NAMES
-                   and not any(part.startswith(".") for part in p.relative_to(proc).parts))
+    files = sorted(
+        p
+        for p in proc.rglob("*")
+        if p.is_file()
+        and p.name not in SKIP_NAMES
+        and not any(part.startswith(".") for part in p.relative_to(proc).parts)
+    )
     notebooks = [p for p in files if p.suffix == ".ipynb"]
     if not any(p.relative_to(proc).as_posix() == "index.ipynb" for p in notebooks):
         sys.exit(f"prepare.py: {proc}/index.ipynb is missing; the book's home page is nbs/index.ipynb")
@@ -369,7 +452,8 @@ def stage(proc: Path, nbs: Path, out: Path) -> dict:
     # nbdev's page names (output-file in the front matter) -> our page names, for link rewriting
     page_names, parsed = {}, {}
     for p in notebooks:
-        nb = json.loads(p.read_text(encoding="utf-8")); parsed[p] = nb
+        nb = json.loads(p.read_text(encoding="utf-8"))
+        parsed[p] = nb
         first = nb.get("cells", [{}])[0] if nb.get("cells") else {}
         fm = front_matter(src_text(first)) if first.get("cell_type") == "raw" else {}
         rel = p.relative_to(proc).with_suffix("").as_posix()
@@ -384,9 +468,11 @@ def stage(proc: Path, nbs: Path, out: Path) -> dict:
     wanted, changed = set(), 0
     for p in files:
         rel = p.relative_to(proc)
-        dest = out / rel; wanted.add(dest)
+        dest = out / rel
+        wanted.add(dest)
         if p.suffix != ".ipynb":
-            changed += write_if_changed(dest, p.read_bytes()); continue
+            changed += write_if_changed(dest, p.read_bytes())
+            continue
         original = nbs / rel
         toc = make_toctree(chapters, pages) if rel.as_posix() == "index.ipynb" else None
         links.here, links.missing = posixpath.dirname(rel.as_posix()), []
@@ -396,20 +482,32 @@ def stage(proc: Path, nbs: Path, out: Path) -> dict:
         changed += write_if_changed(dest, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())
     for n in DOCS_PAGES:
         if (DOCS / n).is_file():
-            dest = out / n; wanted.add(dest)
+            dest = out / n
+            wanted.add(dest)
             changed += write_if_changed(dest, (DOCS / n).read_bytes())
 
     # stale files: pages whose source is gone; API stubs of modules that no longer exist
     modules = set(public_modules(ROOT))
     removed = 0
     for f in list(out.rglob("*")):
-        if not f.is_file(): continue
+        if not f.is_file():
+            continue
         rel = f.relative_to(out)
         if rel.parts[0] == API_DIR:
-            if f.suffix != ".rst" or f.stem not in modules: f.unlink(); removed += 1
-        elif f not in wanted: f.unlink(); removed += 1
-    return dict(notebooks=len(notebooks), chapters=chapters, pages=pages, changed=changed, removed=removed,
-                modules=sorted(modules))
+            if f.suffix != ".rst" or f.stem not in modules:
+                f.unlink()
+                removed += 1
+        elif f not in wanted:
+            f.unlink()
+            removed += 1
+    return dict(
+        notebooks=len(notebooks),
+        chapters=chapters,
+        pages=pages,
+        changed=changed,
+        removed=removed,
+        modules=sorted(modules),
+    )
 
 
 def main(argv=None):
@@ -421,8 +519,10 @@ def main(argv=None):
     n = nbdev_process(Path(a.nbs).resolve(), Path(a.proc).resolve())
     print(f"nbdev processing: {n} notebook(s) (re)processed into {a.proc}")
     r = stage(Path(a.proc), Path(a.nbs), Path(a.out))
-    print(f"staged {r['notebooks']} notebooks + {len(r['pages'])} pages into {a.out} "
-          f"({r['changed']} written, {r['removed']} stale removed); API modules: {', '.join(r['modules'])}")
+    print(
+        f"staged {r['notebooks']} notebooks + {len(r['pages'])} pages into {a.out} "
+        f"({r['changed']} written, {r['removed']} stale removed); API modules: {', '.join(r['modules'])}"
+    )
 
 
 if __name__ == "__main__":

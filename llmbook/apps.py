@@ -20,6 +20,7 @@ __all__ = ['CHAT_FOLDER', 'SWORD_SETUP', 'convert_gguf', 'chat_model_dir', 'load
 # %% ../nbs/07_applications.ipynb #46a9fefe
 CHAT_FOLDER = "smollm2-135m-instruct-hf"
 
+
 def convert_gguf(gguf_path, out_dir) -> Path:
     """Dequantise a Llama-family GGUF file into a plain Hugging Face model folder (float32 safetensors + tokenizer).
 
@@ -29,39 +30,49 @@ def convert_gguf(gguf_path, out_dir) -> Path:
     loaded into it strictly (every tensor must map). Written to a temporary folder, then renamed: never torn.
     Raises `FileNotFoundError` when `gguf_path` is missing."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if not gguf_path.is_file():
         raise FileNotFoundError(f"{gguf_path} does not exist; get it with llmbook.resources.get('smollm2_gguf').")
     from transformers.utils import logging as hf_logging
-    bars = hf_logging.is_progress_bar_enabled(); hf_logging.disable_progress_bar()   # quiet, deterministic output
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # quiet, deterministic output
     try:
         tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         q = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     finally:
-        if bars: hf_logging.enable_progress_bar()
-    cfg = q.config.to_dict(); cfg.pop("quantization_config", None)
+        if bars:
+            hf_logging.enable_progress_bar()
+    cfg = q.config.to_dict()
+    cfg.pop("quantization_config", None)
     plain = AutoModelForCausalLM.from_config(type(q.config).from_dict(cfg), dtype=torch.float32)
     plain.load_state_dict(q.state_dict(), strict=True)
     plain.generation_config = q.generation_config
     tmp = out_dir.with_name(out_dir.name + ".part")
-    plain.save_pretrained(tmp); tok.save_pretrained(tmp)
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return out_dir
 
+
 def chat_model_dir(cache_dir=None) -> Path:
     "Folder of SmolLM2-135M-Instruct as a plain Hugging Face model, converted once from the pinned GGUF and cached."
     out = Path(cache_dir or load_settings().cache_dir).expanduser() / "models" / CHAT_FOLDER
-    if not (out / "model.safetensors").is_file(): convert_gguf(get("smollm2_gguf"), out)
+    if not (out / "model.safetensors").is_file():
+        convert_gguf(get("smollm2_gguf"), out)
     return out
 
 # %% ../nbs/07_applications.ipynb #7b78d9b7
 _LOADED: dict = {}
 
+
 def load_chat_model(path=None):
     "(model, tokenizer) of the chat model at `path` (default: `chat_model_dir()`), in eval mode; loaded once per process."
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     path = str(path or chat_model_dir())
     if path not in _LOADED:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -70,21 +81,26 @@ def load_chat_model(path=None):
 
 # %% ../nbs/07_applications.ipynb #4a7cea85
 def _as_messages(prompt, system=None) -> list[dict]:
-    if isinstance(prompt, str): msgs = [{"role": "user", "content": prompt}]
+    if isinstance(prompt, str):
+        msgs = [{"role": "user", "content": prompt}]
     elif isinstance(prompt, list) and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in prompt):
         msgs = list(prompt)
     else:
         raise TypeError(f"a prompt must be a str or a list of {{'role', 'content'}} dicts, got {type(prompt).__name__}")
-    if system is not None and msgs[0]["role"] != "system": msgs = [{"role": "system", "content": system}] + msgs
+    if system is not None and msgs[0]["role"] != "system":
+        msgs = [{"role": "system", "content": system}] + msgs
     return msgs
+
 
 def encode_chat(tokenizer, prompts, system=None) -> dict:
     """Apply the chat template to each prompt and pad the batch on the LEFT.
 
     Returns `input_ids` and `attention_mask`, int64 tensors of shape (batch, longest prompt). Left padding keeps
     every prompt's last token in the last column, so the next token of every row is read from the same place."""
-    texts = [tokenizer.apply_chat_template(_as_messages(p, system), add_generation_prompt=True, tokenize=False)
-             for p in prompts]
+    texts = [
+        tokenizer.apply_chat_template(_as_messages(p, system), add_generation_prompt=True, tokenize=False)
+        for p in prompts
+    ]
     return tokenizer(texts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
 
 # %% ../nbs/07_applications.ipynb #3a8a0cd7
@@ -102,9 +118,12 @@ def greedy_generate(model, input_ids, attention_mask, max_new_tokens, eos_token_
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         nxt = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1].argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
-        new.append(nxt); done |= nxt == eos_token_id
-        ids = torch.cat([ids, nxt[:, None]], 1); mask = torch.cat([mask, (~done | (nxt == eos_token_id)).long()[:, None]], 1)
-        if done.all(): break
+        new.append(nxt)
+        done |= nxt == eos_token_id
+        ids = torch.cat([ids, nxt[:, None]], 1)
+        mask = torch.cat([mask, (~done | (nxt == eos_token_id)).long()[:, None]], 1)
+        if done.all():
+            break
     return torch.stack(new, 1)
 
 # %% ../nbs/07_applications.ipynb #06dde25c
@@ -115,42 +134,55 @@ def generate(prompts, lm=None, max_new_tokens: int = 32, batch_size: int = 8, sy
     Prompts are run `batch_size` at a time, left-padded (see `encode_chat`), with the model's chat template;
     greedy decoding makes the replies deterministic and equal to generating one prompt at a time.
     `lm` is a (model, tokenizer) pair, by default `load_chat_model()`. Returns the decoded new text, stripped."""
-    if isinstance(prompts, str): raise TypeError("pass a list of prompts, e.g. generate([prompt])")
+    if isinstance(prompts, str):
+        raise TypeError("pass a list of prompts, e.g. generate([prompt])")
     model, tok = lm or load_chat_model()
     out = []
     for i in range(0, len(prompts), batch_size):
-        enc = encode_chat(tok, prompts[i:i + batch_size], system)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        out += [t.strip() for t in tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+        enc = encode_chat(tok, prompts[i : i + batch_size], system)
+        gen = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        out += [t.strip() for t in tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)]
     return out
 
 # %% ../nbs/07_applications.ipynb #badd6374
 def _tokens(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
+
 def _lcs(a: list, b: list) -> int:
     prev = [0] * (len(b) + 1)
     for x in a:
         cur = [0]
-        for j, y in enumerate(b): cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
         prev = cur
     return prev[-1]
+
 
 def rouge(reference: str, candidate: str) -> dict:
     """ROUGE-1, ROUGE-2 and ROUGE-L F1 of `candidate` against `reference` (Lin 2004, "ROUGE: A Package for Automatic
     Evaluation of Summaries"), on lower-cased alphanumeric tokens without stemming, as Google's `rouge-score` does
     with `use_stemmer=False`. Returns floats in [0, 1]."""
     from collections import Counter
+
     r, c = _tokens(reference), _tokens(candidate)
+
     def f1(match, nr, nc):
-        if match == 0: return 0.0
+        if match == 0:
+            return 0.0
         p, q = match / nc, match / nr
         return 2 * p * q / (p + q)
+
     out = {}
     for n in (1, 2):
-        rn = Counter(tuple(r[i:i + n]) for i in range(len(r) - n + 1))
-        cn = Counter(tuple(c[i:i + n]) for i in range(len(c) - n + 1))
+        rn = Counter(tuple(r[i : i + n]) for i in range(len(r) - n + 1))
+        cn = Counter(tuple(c[i : i + n]) for i in range(len(c) - n + 1))
         out[f"rouge{n}"] = f1(sum((rn & cn).values()), sum(rn.values()), sum(cn.values()))
     out["rougeL"] = f1(_lcs(r, c), len(r), len(c))
     return out
@@ -163,6 +195,7 @@ def summarize(texts, lm=None, max_new_tokens: int = 48) -> list[str]:
 # %% ../nbs/07_applications.ipynb #13d57311
 _ENCODERS: dict = {}
 
+
 @torch.no_grad()
 def embed(texts, model_dir=None, batch_size: int = 32) -> torch.Tensor:
     """Sentence embeddings, float32 (len(texts), 384), unit length, as sentence-transformers computes them for
@@ -170,20 +203,29 @@ def embed(texts, model_dir=None, batch_size: int = 32) -> torch.Tensor:
     then L2 normalisation. Pooling and the 256-token limit are read from the model folder's sentence-transformers
     files, and anything else raises `ValueError`. `model_dir` defaults to `get('minilm')`."""
     from transformers import AutoModel, AutoTokenizer
+
     d = Path(model_dir or get("minilm"))
     if d not in _ENCODERS:
         pool = json.loads((d / "1_Pooling" / "config.json").read_text())
-        if not pool.get("pooling_mode_mean_tokens") or any(pool.get(k) for k in
-                ("pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens")):
+        if not pool.get("pooling_mode_mean_tokens") or any(
+            pool.get(k)
+            for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens")
+        ):
             raise ValueError(f"{d} asks for pooling {pool}; embed() implements mean pooling only.")
         mods = [m["type"].rsplit(".", 1)[-1] for m in json.loads((d / "modules.json").read_text())]
         max_len = json.loads((d / "sentence_bert_config.json").read_text())["max_seq_length"]
-        _ENCODERS[d] = (AutoModel.from_pretrained(d).eval(), AutoTokenizer.from_pretrained(d), max_len,
-                        "Normalize" in mods)
+        _ENCODERS[d] = (
+            AutoModel.from_pretrained(d).eval(),
+            AutoTokenizer.from_pretrained(d),
+            max_len,
+            "Normalize" in mods,
+        )
     model, tok, max_len, normalize = _ENCODERS[d]
     out = []
     for i in range(0, len(texts), batch_size):
-        enc = tok(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        enc = tok(
+            list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+        )
         h = model(**enc).last_hidden_state
         m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
         e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
@@ -194,8 +236,11 @@ def embed(texts, model_dir=None, batch_size: int = 32) -> torch.Tensor:
 def retrieve(query_emb: torch.Tensor, corpus_emb: torch.Tensor, k: int = 5) -> torch.Tensor:
     "Indices (n_queries, k) of the `k` corpus rows with the largest dot product (cosine, for unit vectors), best first."
     if query_emb.ndim != 2 or corpus_emb.ndim != 2 or query_emb.shape[1] != corpus_emb.shape[1]:
-        raise ValueError(f"expected (q, d) and (n, d) embeddings, got {tuple(query_emb.shape)} and {tuple(corpus_emb.shape)}")
+        raise ValueError(
+            f"expected (q, d) and (n, d) embeddings, got {tuple(query_emb.shape)} and {tuple(corpus_emb.shape)}"
+        )
     return (query_emb @ corpus_emb.T).topk(min(k, corpus_emb.shape[0]), dim=1).indices
+
 
 def recall_at_k(ranked: torch.Tensor, gold, k: int) -> float:
     "Fraction of queries whose gold index is among the first `k` of its row of `ranked` (n_queries, >= k)."
@@ -206,27 +251,43 @@ def recall_at_k(ranked: torch.Tensor, gold, k: int) -> float:
 def guardian_headlines(path=None) -> list[str]:
     "The Guardian headlines shipped with scattertext, whitespace normalised; `path` defaults to `get('guardian_headlines')`."
     import pandas as pd
+
     return [re.sub(r"\s+", " ", t).strip() for t in pd.read_csv(path or get("guardian_headlines"))["Text"]]
 
 # %% ../nbs/07_applications.ipynb #b727d47b
 def answer(questions, passages, lm=None, max_new_tokens: int = 24) -> list[str]:
     "Replies of the chat model to each question, told to answer only from its list of retrieved passages."
-    prompts = [f"Answer the question using only these news headlines.\n\n" +
-               "\n\n".join(ps) + f"\n\nQuestion: {q}\nAnswer in a few words." for q, ps in zip(questions, passages)]
+    prompts = [
+        f"Answer the question using only these news headlines.\n\n"
+        + "\n\n".join(ps)
+        + f"\n\nQuestion: {q}\nAnswer in a few words."
+        for q, ps in zip(questions, passages)
+    ]
     return generate(prompts, lm, max_new_tokens)
 
 # %% ../nbs/07_applications.ipynb #bdc2cc93
 def translate(texts, lm=None, source: str = "Spanish", target: str = "English", max_new_tokens: int = 48) -> list[str]:
     "Translations of `texts` from `source` to `target` by prompting the chat model (greedy); see `generate`."
-    return [r.split("\n")[0].strip() for r in generate(
-        [f"Translate this {source} sentence into {target}. Reply with the translation only.\n\n{t}" for t in texts],
-        lm, max_new_tokens)]
+    return [
+        r.split("\n")[0].strip()
+        for r in generate(
+            [f"Translate this {source} sentence into {target}. Reply with the translation only.\n\n{t}" for t in texts],
+            lm,
+            max_new_tokens,
+        )
+    ]
 
 # %% ../nbs/07_applications.ipynb #29d1095d
 SWORD_SETUP = "apt-get install sword-text-web sword-text-sparv  &&  pip install pysword"
 
-def parallel_verses(book: str = "mark", chapter: int = 1, sword_path: str = "/usr/share/sword",
-                    source: str = "spaRV1909eb", target: str = "engWEB2015eb") -> list[tuple[str, str]]:
+
+def parallel_verses(
+    book: str = "mark",
+    chapter: int = 1,
+    sword_path: str = "/usr/share/sword",
+    source: str = "spaRV1909eb",
+    target: str = "engWEB2015eb",
+) -> list[tuple[str, str]]:
     """(Spanish, English) verse pairs of one chapter from two SWORD Bible modules: by default the Reina-Valera 1909
     and the World English Bible, both public domain (Debian `sword-text-sparv`, `sword-text-web`), read with
     PyPI `pysword`. Whitespace is normalised; verses missing on either side are skipped.
@@ -236,8 +297,10 @@ def parallel_verses(book: str = "mark", chapter: int = 1, sword_path: str = "/us
     except ImportError:
         raise FileNotFoundError(f"pysword is not installed; run: {SWORD_SETUP}") from None
     mods = SwordModules(sword_path)
-    try: found = mods.parse_modules()
-    except Exception: found = {}
+    try:
+        found = mods.parse_modules()
+    except Exception:
+        found = {}
     if source not in found or target not in found:
         raise FileNotFoundError(f"SWORD modules {source}, {target} not found under {sword_path}; run: {SWORD_SETUP}")
     src, tgt = mods.get_bible_from_module(source), mods.get_bible_from_module(target)
@@ -249,11 +312,13 @@ def parallel_verses(book: str = "mark", chapter: int = 1, sword_path: str = "/us
         except (IndexError, ValueError, KeyError):
             break
         s, t = re.sub(r"\s+", " ", s).strip(), re.sub(r"\s+", " ", t).strip()
-        if s and t: pairs.append((s, t))
+        if s and t:
+            pairs.append((s, t))
     return pairs
 
 # %% ../nbs/07_applications.ipynb #36ce97e9
 _CLASSIFIERS: dict = {}
+
 
 def classify(model_dir, texts, batch_size: int = 32, max_length: int = 128) -> list[dict]:
     """Labels of `texts` (a list of strings, or one string = a batch of one) by any Hugging Face sequence-classification
@@ -263,10 +328,13 @@ def classify(model_dir, texts, batch_size: int = 32, max_length: int = 128) -> l
     (all class probabilities, a list of floats). The loaded model is kept in memory per folder, so repeated calls
     pay the loading once. Raises `FinetuneError` when `model_dir` is not a model folder."""
     from llmbook.finetune import load_folder, predict_proba
-    if isinstance(texts, str): texts = [texts]
+
+    if isinstance(texts, str):
+        texts = [texts]
     key = str(Path(model_dir).resolve())
     stamp = (Path(key) / "config.json").stat().st_mtime if (Path(key) / "config.json").is_file() else None
-    if key not in _CLASSIFIERS or _CLASSIFIERS[key][0] != stamp: _CLASSIFIERS[key] = (stamp, *load_folder(key))
+    if key not in _CLASSIFIERS or _CLASSIFIERS[key][0] != stamp:
+        _CLASSIFIERS[key] = (stamp, *load_folder(key))
     _, model, tok = _CLASSIFIERS[key]
     probs = predict_proba(model, tok, list(texts), batch_size=batch_size, max_length=max_length)
     return [dict(label=model.config.id2label[int(p.argmax())], score=float(p.max()), probs=p.tolist()) for p in probs]
@@ -276,27 +344,69 @@ def env_report() -> dict:
     """What this machine runs the book with: Python and library versions (None when not installed), devices,
     thread counts and the BLAS/OpenMP libraries in use. Returns a JSON-ready dict; reads only local information."""
     from importlib import metadata
+
     def ver(name):
-        try: return metadata.version(name)
-        except metadata.PackageNotFoundError: return None
-    libs = ["torch", "transformers", "accelerate", "peft", "datasets", "tokenizers", "safetensors", "numpy",
-            "scikit-learn", "tensorflow", "gguf", "sacrebleu", "jiwer", "llmbook"]
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    libs = [
+        "torch",
+        "transformers",
+        "accelerate",
+        "peft",
+        "datasets",
+        "tokenizers",
+        "safetensors",
+        "numpy",
+        "scikit-learn",
+        "tensorflow",
+        "gguf",
+        "sacrebleu",
+        "jiwer",
+        "llmbook",
+    ]
     cuda = torch.cuda.is_available()
-    devices = dict(cpu_count=os.cpu_count(), cuda=cuda, cuda_devices=[torch.cuda.get_device_name(i)
-                   for i in range(torch.cuda.device_count())] if cuda else [],
-                   mps=bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()))
-    threads = dict(torch_intra_op=torch.get_num_threads(), torch_interop=torch.get_num_interop_threads(),
-                   **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+    devices = dict(
+        cpu_count=os.cpu_count(),
+        cuda=cuda,
+        cuda_devices=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+        mps=bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+    )
+    threads = dict(
+        torch_intra_op=torch.get_num_threads(),
+        torch_interop=torch.get_num_interop_threads(),
+        **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+    )
     cfg_text = torch.__config__.show()
     m = re.search(r"BLAS_INFO=(\w+)", cfg_text)
-    blas = dict(torch_blas=m.group(1) if m else None, mkl=torch.backends.mkl.is_available(),
-                mkldnn=torch.backends.mkldnn.is_available(), openmp=torch.backends.openmp.is_available())
+    blas = dict(
+        torch_blas=m.group(1) if m else None,
+        mkl=torch.backends.mkl.is_available(),
+        mkldnn=torch.backends.mkldnn.is_available(),
+        openmp=torch.backends.openmp.is_available(),
+    )
     try:
         from threadpoolctl import threadpool_info
-        blas["threadpools"] = [dict(user_api=i.get("user_api"), internal_api=i.get("internal_api"),
-                                    version=i.get("version"), num_threads=i.get("num_threads"))
-                               for i in threadpool_info()]
+
+        blas["threadpools"] = [
+            dict(
+                user_api=i.get("user_api"),
+                internal_api=i.get("internal_api"),
+                version=i.get("version"),
+                num_threads=i.get("num_threads"),
+            )
+            for i in threadpool_info()
+        ]
     except ImportError:
         blas["threadpools"] = None
-    return dict(python=sys.version.split()[0], platform=platform.platform(), machine=platform.machine(),
-                versions={n: ver(n) for n in libs}, devices=devices, threads=threads, blas=blas)
+    return dict(
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        machine=platform.machine(),
+        versions={n: ver(n) for n in libs},
+        devices=devices,
+        threads=threads,
+        blas=blas,
+    )

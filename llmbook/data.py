@@ -21,10 +21,13 @@ __all__ = ['RT_LABEL_NAMES', 'normalize_text', 'deduplicate', 'load_rotten_tomat
 # %% ../nbs/05_data.ipynb #39f5be10
 RT_LABEL_NAMES = ["rotten", "fresh"]
 
+
 def normalize_text(text: str) -> str:
     "Unicode NFC, whitespace runs collapsed to one space, stripped. Non-strings become ''."
-    if not isinstance(text, str): return ""
+    if not isinstance(text, str):
+        return ""
     return re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
+
 
 def deduplicate(df: pd.DataFrame, text_column: str = "text", label_column: str = "label") -> pd.DataFrame:
     "Keep the first of identical (text, label) rows; drop every copy of a text that carries conflicting labels."
@@ -48,34 +51,49 @@ def load_rotten_tomatoes(path: str | Path | None = None, verbose: bool = False) 
     df["label"] = df["category"].map({n: i for i, n in enumerate(RT_LABEL_NAMES)}).astype("int64")
     df = deduplicate(df)
     if verbose:
-        print(f"{n0} rows; dropped {n_plot} plot rows, {n0 - n_plot - n_nonempty} empty, "
-              f"{n_nonempty - len(df)} duplicates -> {len(df)} labelled snippets")
+        print(
+            f"{n0} rows; dropped {n_plot} plot rows, {n0 - n_plot - n_nonempty} empty, "
+            f"{n_nonempty - len(df)} duplicates -> {len(df)} labelled snippets"
+        )
     return Dataset.from_pandas(df[["text", "label", "movie_name"]].reset_index(drop=True), preserve_index=False)
 
 # %% ../nbs/05_data.ipynb #3b6e125c
 class DataError(ValueError):
     "The data cannot be used as given. The message names the problem and the fix."
 
+
 def _one_fold(groups, labels, frac: float, seed: int):
     from sklearn.model_selection import StratifiedGroupKFold
+
     n_splits = max(2, round(1 / frac))
     if len(set(groups)) < n_splits:
-        raise DataError(f"only {len(set(groups))} distinct groups; a {frac:.0%} split needs at least {n_splits}. "
-                        "Use more data or a smaller split, or do not group.")
+        raise DataError(
+            f"only {len(set(groups))} distinct groups; a {frac:.0%} split needs at least {n_splits}. "
+            "Use more data or a smaller split, or do not group."
+        )
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     rest, held = next(cv.split(np.zeros(len(labels)), labels, groups))
     return np.sort(rest), np.sort(held)
 
+
 def _one_fold_ungrouped(labels, frac: float, seed: int):
     from sklearn.model_selection import train_test_split
+
     idx = np.arange(len(labels))
     counts = np.bincount(labels)
     strat = labels if counts[counts > 0].min() >= 2 else None
     rest, held = train_test_split(idx, test_size=frac, random_state=seed, stratify=strat)
     return np.sort(rest), np.sort(held)
 
-def split_dataset(ds: Dataset, seed: int = 42, validation_size: float = 0.1, test_size: float = 0.2,
-                  group_column: str | None = None, label_column: str = "label") -> DatasetDict:
+
+def split_dataset(
+    ds: Dataset,
+    seed: int = 42,
+    validation_size: float = 0.1,
+    test_size: float = 0.2,
+    group_column: str | None = None,
+    label_column: str = "label",
+) -> DatasetDict:
     """Deterministic train/validation/test split, stratified by `label_column`, grouped by `group_column` if given
     (no group in two splits). Sizes are fractions of the whole. Raises `DataError` if a split would be empty."""
     if not (0 < test_size < 1 and 0 < validation_size < 1 and test_size + validation_size < 1):
@@ -100,8 +118,10 @@ def split_dataset(ds: Dataset, seed: int = 42, validation_size: float = 0.1, tes
 def content_hash(ds: Dataset, columns=("text", "label")) -> str:
     "First 12 hex digits of a sha256 over the given columns, row by row: equal hashes mean equal data and order."
     h = hashlib.sha256()
-    for row in zip(*(ds[c] for c in columns)): h.update(repr(row).encode("utf-8"))
+    for row in zip(*(ds[c] for c in columns)):
+        h.update(repr(row).encode("utf-8"))
     return h.hexdigest()[:12]
+
 
 def split_summary(dsd: DatasetDict, label_names=None, label_column: str = "label") -> pd.DataFrame:
     "One row per split: size, count per label, share of the positive (last) label, and the content hash."
@@ -109,21 +129,34 @@ def split_summary(dsd: DatasetDict, label_names=None, label_column: str = "label
     for name, part in dsd.items():
         counts = np.bincount(part[label_column], minlength=len(label_names or []) or None)
         names = label_names or [str(i) for i in range(len(counts))]
-        rows[name] = {"examples": len(part), **{n: int(c) for n, c in zip(names, counts)},
-                      "hash": content_hash(part, ("text", label_column) if "text" in part.column_names
-                                           else (label_column,))}
+        rows[name] = {
+            "examples": len(part),
+            **{n: int(c) for n, c in zip(names, counts)},
+            "hash": content_hash(part, ("text", label_column) if "text" in part.column_names else (label_column,)),
+        }
     return pd.DataFrame(rows).T
 
 # %% ../nbs/05_data.ipynb #e8d03989
-def rotten_tomatoes_splits(seed: int = 42, validation_size: float = 0.1, test_size: float = 0.2,
-                           max_train_examples: int = 0, max_eval_examples: int = 0) -> DatasetDict:
+def rotten_tomatoes_splits(
+    seed: int = 42,
+    validation_size: float = 0.1,
+    test_size: float = 0.2,
+    max_train_examples: int = 0,
+    max_eval_examples: int = 0,
+) -> DatasetDict:
     """Rotten Tomatoes split by movie (no film in two splits) and stratified by label.
 
     `max_train_examples` / `max_eval_examples` > 0 keep a seeded random subset of train / of validation and test
     (the `fast` profile's sizes); the split itself does not depend on them."""
-    dsd = split_dataset(load_rotten_tomatoes(), seed=seed, validation_size=validation_size, test_size=test_size,
-                        group_column="movie_name")
+    dsd = split_dataset(
+        load_rotten_tomatoes(),
+        seed=seed,
+        validation_size=validation_size,
+        test_size=test_size,
+        group_column="movie_name",
+    )
     return subsample(dsd, max_train_examples, max_eval_examples, seed)
+
 
 def subsample(dsd: DatasetDict, max_train_examples: int = 0, max_eval_examples: int = 0, seed: int = 42) -> DatasetDict:
     "Seeded random subsets: train capped at `max_train_examples`, other splits at `max_eval_examples` (0 = keep all)."
@@ -136,56 +169,76 @@ def subsample(dsd: DatasetDict, max_train_examples: int = 0, max_eval_examples: 
 # %% ../nbs/05_data.ipynb #9682a0b4
 def _check_utf8(path: Path) -> None:
     import bz2, gzip, lzma
+
     opener = {".bz2": bz2.open, ".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)
     with opener(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
-            try: line.decode("utf-8")
+            try:
+                line.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"{path} is not UTF-8: line {lineno}, byte {e.start} ({line[e.start:e.start+4]!r}). "
-                                f"Re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.csv`.") from None
+                raise DataError(
+                    f"{path} is not UTF-8: line {lineno}, byte {e.start} ({line[e.start : e.start + 4]!r}). "
+                    f"Re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.csv`."
+                ) from None
+
 
 def _read_table(path: Path) -> pd.DataFrame:
     name = path.name.lower()
-    for ext in (".bz2", ".gz", ".xz"): name = name.removesuffix(ext)
-    if name.endswith((".jsonl", ".json")): return pd.read_json(path, lines=name.endswith(".jsonl"))
-    if name.endswith(".tsv"): return pd.read_csv(path, sep="\t")
-    if name.endswith(".csv"): return pd.read_csv(path)
+    for ext in (".bz2", ".gz", ".xz"):
+        name = name.removesuffix(ext)
+    if name.endswith((".jsonl", ".json")):
+        return pd.read_json(path, lines=name.endswith(".jsonl"))
+    if name.endswith(".tsv"):
+        return pd.read_csv(path, sep="\t")
+    if name.endswith(".csv"):
+        return pd.read_csv(path)
     raise DataError(f"{path}: unknown file type; use .csv, .tsv, .jsonl or .json (optionally .gz/.bz2/.xz).")
 
 # %% ../nbs/05_data.ipynb #13240f6a
-def load_labeled_file(path: str | Path, text_column: str = "text", label_column: str = "label",
-                      label_names: list[str] | None = None) -> tuple[Dataset, list[str]]:
+def load_labeled_file(
+    path: str | Path, text_column: str = "text", label_column: str = "label", label_names: list[str] | None = None
+) -> tuple[Dataset, list[str]]:
     """Read a labelled text file into a Dataset with columns `text` (str) and `label` (int64) plus any other columns.
 
     Returns `(dataset, label_names)`; `label_names[i]` is the name of label id i. String labels map to ids in sorted
     order unless `label_names` fixes the order. Raises `DataError` for a missing file or column, non-UTF-8 bytes
     (naming the line), labels outside `label_names`, or fewer than two classes."""
     path = Path(path)
-    if not path.is_file(): raise DataError(f"{path} does not exist or is not a file.")
+    if not path.is_file():
+        raise DataError(f"{path} does not exist or is not a file.")
     _check_utf8(path)
-    try: df = _read_table(path)
-    except (ValueError, pd.errors.ParserError) as e: raise DataError(f"{path} could not be parsed: {e}") from None
+    try:
+        df = _read_table(path)
+    except (ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"{path} could not be parsed: {e}") from None
     for col, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
         if col not in df.columns:
             raise DataError(f"{path} has no column {col!r}; columns found: {list(df.columns)}. Pass {flag} NAME.")
-    df = df.rename(columns={text_column: "text", label_column: "label"}) if (text_column, label_column) != ("text", "label") \
+    df = (
+        df.rename(columns={text_column: "text", label_column: "label"})
+        if (text_column, label_column) != ("text", "label")
         else df.copy()
+    )
     df["text"] = df["text"].map(normalize_text)
     empty = int((df["text"] == "").sum())
     if empty:
         warnings.warn(f"{path}: dropped {empty} row(s) with an empty text.")
         df = df[df["text"] != ""]
     if len(df) == 0:
-        raise DataError(f"{path}: no row with a non-empty text in column {text_column!r} ({empty} empty row(s) "
-                        "dropped). Check --text-column and the file's contents.")
+        raise DataError(
+            f"{path}: no row with a non-empty text in column {text_column!r} ({empty} empty row(s) "
+            "dropped). Check --text-column and the file's contents."
+        )
     if df["label"].isna().any():
         raise DataError(f"{path}: {int(df['label'].isna().sum())} row(s) have no label in column {label_column!r}.")
     raw_labels = df["label"]
     if label_names is None:
         if pd.api.types.is_integer_dtype(raw_labels):
             label_names = [str(i) for i in range(int(raw_labels.max()) + 1)]
-            if raw_labels.min() < 0: raise DataError(f"{path}: integer labels must be >= 0; found {raw_labels.min()}.")
-        else: label_names = sorted(map(str, raw_labels.unique()))
+            if raw_labels.min() < 0:
+                raise DataError(f"{path}: integer labels must be >= 0; found {raw_labels.min()}.")
+        else:
+            label_names = sorted(map(str, raw_labels.unique()))
     if pd.api.types.is_integer_dtype(raw_labels):
         bad = sorted(set(raw_labels) - set(range(len(label_names))))
         ids = raw_labels
@@ -194,16 +247,26 @@ def load_labeled_file(path: str | Path, text_column: str = "text", label_column:
         bad = sorted(set(map(str, raw_labels)) - set(lookup))
         ids = raw_labels.map(lambda v: lookup.get(str(v), -1))
     if bad:
-        raise DataError(f"{path}: labels {bad[:5]} are not in the label set {label_names}. Fix the file or the label set.")
+        raise DataError(
+            f"{path}: labels {bad[:5]} are not in the label set {label_names}. Fix the file or the label set."
+        )
     df["label"] = np.asarray(ids, dtype="int64")
     if df["label"].nunique() < 2:
-        raise DataError(f"{path}: only one class ({label_names[int(df['label'].iloc[0])]!r}) is present; "
-                        "a classifier needs at least two.")
+        raise DataError(
+            f"{path}: only one class ({label_names[int(df['label'].iloc[0])]!r}) is present; "
+            "a classifier needs at least two."
+        )
     return Dataset.from_pandas(df.reset_index(drop=True), preserve_index=False), list(label_names)
 
 # %% ../nbs/05_data.ipynb #4f661c28
-def tokenize(dsd: DatasetDict | Dataset, tokenizer, max_length: int | None = None, text_column: str = "text",
-             label_column: str | None = "label", keep_columns=()) -> DatasetDict | Dataset:
+def tokenize(
+    dsd: DatasetDict | Dataset,
+    tokenizer,
+    max_length: int | None = None,
+    text_column: str = "text",
+    label_column: str | None = "label",
+    keep_columns=(),
+) -> DatasetDict | Dataset:
     """Tokenize `text_column` with `tokenizer` (batched), truncating to `min(max_length, tokenizer.model_max_length)`.
 
     Output columns: input_ids, attention_mask (and token_type_ids if the tokenizer makes them), `labels` (int64) when
@@ -212,17 +275,23 @@ def tokenize(dsd: DatasetDict | Dataset, tokenizer, max_length: int | None = Non
     if limit > 100_000:
         raise DataError("the tokenizer has no model_max_length; pass max_length (the model's max_position_embeddings).")
     cols = (next(iter(dsd.values())) if isinstance(dsd, DatasetDict) else dsd).column_names
-    if text_column not in cols: raise DataError(f"no column {text_column!r}; columns found: {cols}.")
+    if text_column not in cols:
+        raise DataError(f"no column {text_column!r}; columns found: {cols}.")
+
     def enc(batch):
         out = tokenizer(batch[text_column], truncation=True, max_length=limit)
-        if label_column and label_column in batch: out["labels"] = batch[label_column]
+        if label_column and label_column in batch:
+            out["labels"] = batch[label_column]
         return out
+
     remove = [c for c in cols if c not in keep_columns]
     return dsd.map(enc, batched=True, remove_columns=remove, desc="tokenize")
+
 
 def collator(tokenizer, pad_to_multiple_of: int | None = None):
     "Dynamic padding: each batch padded to its longest sequence (transformers.DataCollatorWithPadding)."
     from transformers import DataCollatorWithPadding
+
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
 
 # %% ../nbs/05_data.ipynb #e703af1f
@@ -230,5 +299,6 @@ def length_grouped_sampler(dataset: Dataset, batch_size: int, seed: int = 0):
     "A seeded sampler that puts examples of similar length in the same batch (transformers' LengthGroupedSampler)."
     import torch
     from transformers.trainer_pt_utils import LengthGroupedSampler
+
     g = torch.Generator().manual_seed(seed)
     return LengthGroupedSampler(batch_size, lengths=[len(x) for x in dataset["input_ids"]], generator=g)

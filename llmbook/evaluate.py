@@ -24,21 +24,30 @@ def mean_pooled_features(model, tokenizer, texts: list[str], batch_size: int = 3
     Texts are truncated to `max_length` tokens. A tokenizer without a pad token gets its EOS token as pad. Batches
     are formed from texts sorted by length (less padding, so less compute); rows come back in the order of `texts`."""
     if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None: raise ValueError("the tokenizer has neither a pad nor an EOS token; set one.")
+        if tokenizer.eos_token is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token; set one.")
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval(); out = []
+    model.eval()
+    out = []
     texts = list(texts)
     order = np.argsort([len(t) for t in texts], kind="stable")
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer([texts[j] for j in order[i:i + batch_size]], padding=True, truncation=True,
-                        max_length=max_length, return_tensors="pt")
+        enc = tokenizer(
+            [texts[j] for j in order[i : i + batch_size]],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
         h = model(**enc).last_hidden_state.float()
         m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
         out.append(((h * m).sum(1) / m.sum(1).clamp(min=1)).numpy())
-    if not out: return np.zeros((0, model.config.hidden_size), dtype=np.float32)
+    if not out:
+        return np.zeros((0, model.config.hidden_size), dtype=np.float32)
     feats = np.empty((len(texts), out[0].shape[1]), dtype=np.float32)
     feats[order] = np.concatenate(out)
     return feats
+
 
 def probe_accuracy(train_X, train_y, test_X, test_y, C: float = 1.0, seed: int = 0) -> float:
     """Test accuracy of a linear probe: standardised features, then L2-regularised logistic regression
@@ -46,18 +55,31 @@ def probe_accuracy(train_X, train_y, test_X, test_y, C: float = 1.0, seed: int =
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, random_state=seed))
     clf.fit(train_X, train_y)
     return float((clf.predict(test_X) == np.asarray(test_y)).mean())
 
+
 def weights_mb(model) -> float:
     "Memory of the model's parameters and buffers in MB (10^6 bytes), at their current dtypes."
-    return (sum(p.numel() * p.element_size() for p in model.parameters()) +
-            sum(b.numel() * b.element_size() for b in model.buffers())) / 1e6
+    return (
+        sum(p.numel() * p.element_size() for p in model.parameters())
+        + sum(b.numel() * b.element_size() for b in model.buffers())
+    ) / 1e6
 
 # %% ../nbs/09_faq.ipynb #efce9d68
-def lr_range_test(model, batches, loss_fn: Callable, min_lr: float = 1e-7, max_lr: float = 1.0, num_steps: int = 50,
-                  beta: float = 0.9, diverge_factor: float = 4.0, weight_decay: float = 0.0) -> dict:
+def lr_range_test(
+    model,
+    batches,
+    loss_fn: Callable,
+    min_lr: float = 1e-7,
+    max_lr: float = 1.0,
+    num_steps: int = 50,
+    beta: float = 0.9,
+    diverge_factor: float = 4.0,
+    weight_decay: float = 0.0,
+) -> dict:
     r"""Learning-rate range test (Smith 2017, sec. 3.3). Trains `model` IN PLACE with AdamW for up to `num_steps`
     steps, one batch from the iterable `batches` each (cycled), with learning rate
     $\eta_k = \eta_{\min}(\eta_{\max}/\eta_{\min})^{k/(K-1)}$, $K$ = `num_steps`. `loss_fn(model, batch)` returns a
@@ -66,39 +88,66 @@ def lr_range_test(model, batches, loss_fn: Callable, min_lr: float = 1e-7, max_l
     or becomes NaN. Returns a dict: numpy arrays `lrs`, `losses`, `smoothed` (same length, the steps run), and two
     suggested rates (floats): `lr_steepest`, the rate at the steepest descent of the smoothed loss against log lr,
     and `lr_min_div10`, the rate of the smallest smoothed loss divided by 10. Copy the model first if you want to keep it."""
-    if not 0 < min_lr < max_lr: raise ValueError(f"need 0 < min_lr < max_lr; got {min_lr}, {max_lr}.")
-    if num_steps < 3: raise ValueError("num_steps must be >= 3.")
+    if not 0 < min_lr < max_lr:
+        raise ValueError(f"need 0 < min_lr < max_lr; got {min_lr}, {max_lr}.")
+    if num_steps < 3:
+        raise ValueError("num_steps must be >= 3.")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=min_lr, weight_decay=weight_decay)
     gamma = (max_lr / min_lr) ** (1 / (num_steps - 1))
     lrs, losses, smoothed, avg, best = [], [], [], 0.0, math.inf
     model.train()
-    it = iter(batches); cache = []
+    it = iter(batches)
+    cache = []
     for k in range(num_steps):
-        try: b = next(it); cache.append(b)
+        try:
+            b = next(it)
+            cache.append(b)
         except StopIteration:
-            if not cache: raise ValueError("batches is empty.")
+            if not cache:
+                raise ValueError("batches is empty.")
             b = cache[k % len(cache)]
-        lr = min_lr * gamma ** k
-        for g in opt.param_groups: g["lr"] = lr
+        lr = min_lr * gamma**k
+        for g in opt.param_groups:
+            g["lr"] = lr
         loss = loss_fn(model, b)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
         l = float(loss.detach())
         avg = beta * avg + (1 - beta) * l
         s = avg / (1 - beta ** (k + 1))
-        lrs.append(lr); losses.append(l); smoothed.append(s)
-        if not math.isfinite(s) or s > diverge_factor * best: break
+        lrs.append(lr)
+        losses.append(l)
+        smoothed.append(s)
+        if not math.isfinite(s) or s > diverge_factor * best:
+            break
         best = min(best, s)
     model.eval()
     lrs, losses, smoothed = np.array(lrs), np.array(losses), np.array(smoothed)
     ok = np.isfinite(smoothed)
     slope = np.gradient(smoothed[ok], np.log(lrs[ok])) if ok.sum() >= 2 else np.zeros(ok.sum())
-    return dict(lrs=lrs, losses=losses, smoothed=smoothed, lr_steepest=float(lrs[ok][np.argmin(slope)]),
-                lr_min_div10=float(lrs[ok][np.argmin(smoothed[ok])] / 10))
+    return dict(
+        lrs=lrs,
+        losses=losses,
+        smoothed=smoothed,
+        lr_steepest=float(lrs[ok][np.argmin(slope)]),
+        lr_min_div10=float(lrs[ok][np.argmin(smoothed[ok])] / 10),
+    )
 
 # %% ../nbs/09_faq.ipynb #fe46feee
-def lr_epoch_sweep(model_name: str, tokenized, collate_fn, learning_rates, max_epochs: int = 3, patience: int = 1,
-                   batch_size: int = 16, warmup_steps: int = 5, seed: int = 42, output_dir: str | None = None,
-                   label_names=("rotten", "fresh")) -> "pd.DataFrame":
+def lr_epoch_sweep(
+    model_name: str,
+    tokenized,
+    collate_fn,
+    learning_rates,
+    max_epochs: int = 3,
+    patience: int = 1,
+    batch_size: int = 16,
+    warmup_steps: int = 5,
+    seed: int = 42,
+    output_dir: str | None = None,
+    label_names=("rotten", "fresh"),
+) -> "pd.DataFrame":
     """Fine-tune `model_name` (full strategy, fresh head) once per learning rate on `tokenized['train']`, evaluating
     validation accuracy and loss after every epoch; stops a run after `patience` epochs without improvement
     (`llmbook.train.train` with a constant schedule after `warmup_steps`). Returns a DataFrame with one row per
@@ -107,6 +156,7 @@ def lr_epoch_sweep(model_name: str, tokenized, collate_fn, learning_rates, max_e
     import pandas as pd, tempfile, shutil
     from llmbook.train import TrainingConfig, train
     from llmbook.finetune import load_classifier
+
     rows = []
     for lr in learning_rates:
         _config.set_seed(seed)
@@ -114,17 +164,42 @@ def lr_epoch_sweep(model_name: str, tokenized, collate_fn, learning_rates, max_e
         out = Path(tempfile.mkdtemp(prefix=f"sweep-lr{lr:g}-", dir=output_dir))
         try:
             acc = lambda preds, labels, logits: {"accuracy": float((np.asarray(preds) == np.asarray(labels)).mean())}
-            res = train(model, tokenized["train"], tokenized["validation"], collate_fn=collate_fn, compute_metrics=acc,
-                        config=TrainingConfig(output_dir=str(out), num_epochs=max_epochs, per_device_batch_size=batch_size,
-                                              learning_rate=lr, lr_schedule="constant", warmup_steps=warmup_steps,
-                                              early_stopping_patience=patience, metric_for_best_model="accuracy",
-                                              greater_is_better=True, save_every_steps=10**9, keep_last=1, seed=seed,
-                                              progress=False, log_every_steps=10**9))
-        finally: shutil.rmtree(out, ignore_errors=True)
+            res = train(
+                model,
+                tokenized["train"],
+                tokenized["validation"],
+                collate_fn=collate_fn,
+                compute_metrics=acc,
+                config=TrainingConfig(
+                    output_dir=str(out),
+                    num_epochs=max_epochs,
+                    per_device_batch_size=batch_size,
+                    learning_rate=lr,
+                    lr_schedule="constant",
+                    warmup_steps=warmup_steps,
+                    early_stopping_patience=patience,
+                    metric_for_best_model="accuracy",
+                    greater_is_better=True,
+                    save_every_steps=10**9,
+                    keep_last=1,
+                    seed=seed,
+                    progress=False,
+                    log_every_steps=10**9,
+                ),
+            )
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
         for h in res.history:
             if "eval_accuracy" in h:
-                rows.append(dict(lr=lr, epoch=int(round(h["epoch"])), eval_accuracy=h["eval_accuracy"],
-                                 eval_loss=h["eval_loss"], stopped_early=res.stopped_early))
+                rows.append(
+                    dict(
+                        lr=lr,
+                        epoch=int(round(h["epoch"])),
+                        eval_accuracy=h["eval_accuracy"],
+                        eval_loss=h["eval_loss"],
+                        stopped_early=res.stopped_early,
+                    )
+                )
         del model
     return pd.DataFrame(rows)
 
@@ -134,8 +209,13 @@ def fit_temperature(logits, labels, bounds: tuple[float, float] = (0.05, 20.0)) 
     of softmax(logits / T) on held-out (logits (N, C), labels (N,)), by bounded scalar minimisation over log T
     (`scipy.optimize.minimize_scalar`). Log-probabilities work as logits (softmax ignores a constant per row)."""
     from scipy.optimize import minimize_scalar
-    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64); y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    if z.ndim != 2 or len(z) != len(y): raise ValueError(f"logits must be (N, C) and labels (N,); got {tuple(z.shape)}, {tuple(y.shape)}.")
+
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if z.ndim != 2 or len(z) != len(y):
+        raise ValueError(f"logits must be (N, C) and labels (N,); got {tuple(z.shape)}, {tuple(y.shape)}.")
     nll = lambda logt: float(torch.nn.functional.cross_entropy(z / math.exp(logt), y))
-    r = minimize_scalar(nll, bounds=(math.log(bounds[0]), math.log(bounds[1])), method="bounded", options=dict(xatol=1e-6))
+    r = minimize_scalar(
+        nll, bounds=(math.log(bounds[0]), math.log(bounds[1])), method="bounded", options=dict(xatol=1e-6)
+    )
     return float(math.exp(r.x))

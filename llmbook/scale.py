@@ -18,6 +18,7 @@ def _cfg(config, name: str, default=None):
     v = getattr(config, name, None) if not isinstance(config, dict) else config.get(name)
     return default if v is None else v
 
+
 def param_count(config, head: bool = True) -> dict:
     """Parameter count of a BERT-, GPT-2- or Llama-style transformer from its config, split by part.
 
@@ -29,17 +30,24 @@ def param_count(config, head: bool = True) -> dict:
     non_embedding (total minus the token/position/segment tables and an untied output matrix: Kaplan et al.'s N,
     plus biases and norms). Raises ValueError for another model_type."""
     mt = _cfg(config, "model_type", "")
-    d, L = _cfg(config, "hidden_size", _cfg(config, "n_embd")), _cfg(config, "num_hidden_layers", _cfg(config, "n_layer"))
+    d, L = (
+        _cfg(config, "hidden_size", _cfg(config, "n_embd")),
+        _cfg(config, "num_hidden_layers", _cfg(config, "n_layer")),
+    )
     V = _cfg(config, "vocab_size")
     p = dict(embeddings=0, attention=0, attention_bias=0, mlp=0, mlp_bias=0, norms=0, head=0)
     if mt == "bert":
-        ff, P, T = _cfg(config, "intermediate_size"), _cfg(config, "max_position_embeddings"), _cfg(config, "type_vocab_size")
+        ff, P, T = (
+            _cfg(config, "intermediate_size"),
+            _cfg(config, "max_position_embeddings"),
+            _cfg(config, "type_vocab_size"),
+        )
         tables = (V + P + T) * d
-        p["embeddings"] = tables + 2 * d                     # + embedding LayerNorm
+        p["embeddings"] = tables + 2 * d  # + embedding LayerNorm
         p["attention"], p["attention_bias"] = L * 4 * d * d, L * 4 * d
         p["mlp"], p["mlp_bias"] = L * 2 * d * ff, L * (ff + d)
         p["norms"] = L * 2 * 2 * d
-        p["head"] = d * d + d if head else 0                  # pooler
+        p["head"] = d * d + d if head else 0  # pooler
         untied = 0
     elif mt == "gpt2":
         ff, P = _cfg(config, "n_inner", 4 * d), _cfg(config, "n_positions")
@@ -47,7 +55,7 @@ def param_count(config, head: bool = True) -> dict:
         p["embeddings"] = tables
         p["attention"], p["attention_bias"] = L * 4 * d * d, L * 4 * d
         p["mlp"], p["mlp_bias"] = L * 2 * d * ff, L * (ff + d)
-        p["norms"] = L * 2 * 2 * d + 2 * d                    # ln_1, ln_2 per layer, ln_f
+        p["norms"] = L * 2 * 2 * d + 2 * d  # ln_1, ln_2 per layer, ln_f
         untied = 0 if _cfg(config, "tie_word_embeddings", True) else V * d
         p["head"] = untied if head else 0
     elif mt in ("llama", "mistral", "qwen2"):
@@ -57,15 +65,18 @@ def param_count(config, head: bool = True) -> dict:
         p["embeddings"] = tables
         p["attention"] = L * (2 * d * H * hd + 2 * d * kv * hd)
         p["attention_bias"] = L * (H * hd + 2 * kv * hd + d) if _cfg(config, "attention_bias", mt == "qwen2") else 0
-        if mt == "qwen2": p["attention_bias"] = L * (H * hd + 2 * kv * hd)   # Qwen2: q, k, v biases, none on o
+        if mt == "qwen2":
+            p["attention_bias"] = L * (H * hd + 2 * kv * hd)  # Qwen2: q, k, v biases, none on o
         p["mlp"] = L * 3 * d * ff
         p["mlp_bias"] = L * (2 * ff + d) if _cfg(config, "mlp_bias", False) else 0
-        p["norms"] = L * 2 * d + d                            # RMSNorm scales, per layer and final
+        p["norms"] = L * 2 * d + d  # RMSNorm scales, per layer and final
         untied = 0 if _cfg(config, "tie_word_embeddings", False) else V * d
         p["head"] = untied if head else 0
     else:
-        raise ValueError(f"param_count knows model_type 'bert', 'gpt2', 'llama', 'mistral', 'qwen2'; got {mt!r}. "
-                         "Count another architecture with sum(p.numel() for p in model.parameters()).")
+        raise ValueError(
+            f"param_count knows model_type 'bert', 'gpt2', 'llama', 'mistral', 'qwen2'; got {mt!r}. "
+            "Count another architecture with sum(p.numel() for p in model.parameters())."
+        )
     p["total"] = sum(p.values())
     p["non_embedding"] = p["total"] - tables - (untied if head else 0)
     return p
@@ -77,31 +88,37 @@ def flops_per_token(n_params: float, n_layer: int = 0, n_ctx: int = 0, d_attn: i
     n_params: NON-embedding parameters N (`param_count(cfg)['non_embedding']`). Forward: 2N + 2 n_layer n_ctx
     d_attn (leave n_layer, n_ctx, d_attn at 0 to drop the attention term); training (forward + backward) is 3x
     forward, i.e. about 6N. Returns FLOPs (float)."""
-    if n_params < 0 or min(n_layer, n_ctx, d_attn) < 0: raise ValueError("sizes must be >= 0.")
+    if n_params < 0 or min(n_layer, n_ctx, d_attn) < 0:
+        raise ValueError("sizes must be >= 0.")
     forward = 2 * n_params + 2 * n_layer * n_ctx * d_attn
     return 3 * forward if training else forward
+
 
 def training_flops(n_params: float, n_tokens: float, n_layer: int = 0, n_ctx: int = 0, d_attn: int = 0) -> float:
     "Training compute C = n_tokens x training FLOPs per token (about 6 N D; Kaplan et al. 2020, section 2.1). FLOPs."
     return n_tokens * flops_per_token(n_params, n_layer, n_ctx, d_attn, training=True)
 
+
 def chinchilla_tokens(n_params: float, tokens_per_param: float = 20.0) -> float:
     "Compute-optimal training tokens for a model of n_params parameters: about 20 per parameter (Hoffmann et al. 2022)."
     return tokens_per_param * n_params
 
+
 def chinchilla_optimal(compute_flops: float, tokens_per_param: float = 20.0) -> tuple[float, float]:
     """(parameters, tokens) that spend `compute_flops` compute-optimally: C = 6 N D with D = 20 N (Hoffmann et al. 2022,
     "Training Compute-Optimal Large Language Models", Table 3), so N = sqrt(C / 120)."""
-    if compute_flops <= 0: raise ValueError(f"compute_flops must be > 0, got {compute_flops}.")
+    if compute_flops <= 0:
+        raise ValueError(f"compute_flops must be > 0, got {compute_flops}.")
     n = math.sqrt(compute_flops / (6 * tokens_per_param))
     return n, tokens_per_param * n
 
 # %% ../nbs/01_background.ipynb #69459f24
-BYTES_PER_PARAM = {   # weights, gradients, optimizer (Adam moments), fp32 master copy: bytes per parameter
+BYTES_PER_PARAM = {  # weights, gradients, optimizer (Adam moments), fp32 master copy: bytes per parameter
     "fp32": dict(weights=4, gradients=4, optimizer=8, master=0),
     "mixed": dict(weights=2, gradients=2, optimizer=8, master=4),
     "bf16": dict(weights=2, gradients=2, optimizer=4, master=0),
 }
+
 
 def gpt2_activation_bytes(config, batch_size: int, seq_len: int, bytes_per_element: int = 4) -> int:
     """Bytes of activations that `transformers`' GPT2LMHeadModel keeps for the backward pass of one batch (with
@@ -115,8 +132,14 @@ def gpt2_activation_bytes(config, batch_size: int, seq_len: int, bytes_per_eleme
     sbd = batch_size * seq_len * d
     return bytes_per_element * (L * 18 * sbd + 2 * sbd + batch_size * seq_len * V)
 
-def training_memory(n_params: int, precision: str = "fp32", activation_bytes: int = 0, backward_extra_bytes: int = 0,
-                    step_extra_bytes: int = 0) -> dict:
+
+def training_memory(
+    n_params: int,
+    precision: str = "fp32",
+    activation_bytes: int = 0,
+    backward_extra_bytes: int = 0,
+    step_extra_bytes: int = 0,
+) -> dict:
     """Training memory with Adam in bytes, by part: weights, gradients, optimizer (+ fp32 master copy), activations.
 
     precision: 'fp32', 'mixed' (16-bit weights/gradients, fp32 master and moments; ZeRO's 16 bytes/param) or 'bf16'
@@ -127,15 +150,23 @@ def training_memory(n_params: int, precision: str = "fp32", activation_bytes: in
     if precision not in BYTES_PER_PARAM:
         raise ValueError(f"precision must be one of {sorted(BYTES_PER_PARAM)}, got {precision!r}.")
     b = BYTES_PER_PARAM[precision]
-    out = dict(weights=b["weights"] * n_params, gradients=b["gradients"] * n_params,
-               optimizer=(b["optimizer"] + b["master"]) * n_params, activations=activation_bytes)
+    out = dict(
+        weights=b["weights"] * n_params,
+        gradients=b["gradients"] * n_params,
+        optimizer=(b["optimizer"] + b["master"]) * n_params,
+        activations=activation_bytes,
+    )
     out["sum"] = sum(out.values())
-    out["peak"] = out["weights"] + out["optimizer"] + max(activation_bytes + backward_extra_bytes,
-                                                          out["gradients"] + step_extra_bytes)
+    out["peak"] = (
+        out["weights"]
+        + out["optimizer"]
+        + max(activation_bytes + backward_extra_bytes, out["gradients"] + step_extra_bytes)
+    )
     return out
 
 # %% ../nbs/01_background.ipynb #c3e7f562
 import contextlib, os, sys
+
 
 @contextlib.contextmanager
 def _quiet_stderr_fd():
@@ -143,9 +174,13 @@ def _quiet_stderr_fd():
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
-    try: yield
+    try:
+        yield
     finally:
-        os.dup2(saved, 2); os.close(saved); os.close(devnull)
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
 
 def measure_peak_memory(step_fn) -> int:
     """Peak bytes of tensor memory allocated by torch on the CPU while `step_fn()` runs, above what was allocated
@@ -153,6 +188,7 @@ def measure_peak_memory(step_fn) -> int:
     order). Add the bytes alive before the call to get the absolute peak."""
     from torch.profiler import profile, ProfilerActivity
     from torch._C._profiler import _EventType
+
     with _quiet_stderr_fd(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step_fn()
     events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
@@ -163,15 +199,28 @@ def measure_peak_memory(step_fn) -> int:
         stack.extend(e.children)
     live = peak = 0
     for _, nbytes in sorted(events):
-        live += nbytes; peak = max(peak, live)
+        live += nbytes
+        peak = max(peak, live)
     return peak
 
 # %% ../nbs/01_background.ipynb #25038499
 PUBLISHED_MODELS = [  # name, date (year, month), parameters, training tokens (None: not stated), source
-    ("Transformer (big)", (2017, 6), 213e6, None, "Vaswani et al. 2017, Attention Is All You Need, arXiv:1706.03762, Table 3"),
+    (
+        "Transformer (big)",
+        (2017, 6),
+        213e6,
+        None,
+        "Vaswani et al. 2017, Attention Is All You Need, arXiv:1706.03762, Table 3",
+    ),
     ("GPT", (2018, 6), 117e6, None, "Radford et al. 2018, Improving Language Understanding by Generative Pre-Training"),
     ("BERT-large", (2018, 10), 340e6, None, "Devlin et al. 2018, arXiv:1810.04805, section 3"),
-    ("GPT-2", (2019, 2), 1.5e9, None, "Radford et al. 2019, Language Models are Unsupervised Multitask Learners, Table 2"),
+    (
+        "GPT-2",
+        (2019, 2),
+        1.5e9,
+        None,
+        "Radford et al. 2019, Language Models are Unsupervised Multitask Learners, Table 2",
+    ),
     ("Megatron-LM", (2019, 9), 8.3e9, None, "Shoeybi et al. 2019, arXiv:1909.08053"),
     ("T5-11B", (2019, 10), 11e9, None, "Raffel et al. 2019, arXiv:1910.10683, section 3.6"),
     ("GPT-3", (2020, 5), 175e9, 300e9, "Brown et al. 2020, arXiv:2005.14165, Tables 2.1 and D.1"),
@@ -186,19 +235,24 @@ PUBLISHED_MODELS = [  # name, date (year, month), parameters, training tokens (N
 ]
 
 # %% ../nbs/01_background.ipynb #1866c44d
-H200_BF16_DENSE_FLOPS = 989e12      # NVIDIA H200 SXM, dense BF16 tensor-core peak (1,979e12 with 2:4 sparsity)
-LAPTOP_2CORE_FP32_FLOPS = 2 * 3e9 * 32   # 2 cores x 3 GHz x 32 FLOP/cycle (2 AVX2 FMA units x 8 fp32 lanes x 2)
+H200_BF16_DENSE_FLOPS = 989e12  # NVIDIA H200 SXM, dense BF16 tensor-core peak (1,979e12 with 2:4 sparsity)
+LAPTOP_2CORE_FP32_FLOPS = 2 * 3e9 * 32  # 2 cores x 3 GHz x 32 FLOP/cycle (2 AVX2 FMA units x 8 fp32 lanes x 2)
 
-def training_time_seconds(n_params: float, n_tokens: float | None = None, peak_flops: float = H200_BF16_DENSE_FLOPS,
-                          utilisation: float = 0.4) -> float:
+
+def training_time_seconds(
+    n_params: float, n_tokens: float | None = None, peak_flops: float = H200_BF16_DENSE_FLOPS, utilisation: float = 0.4
+) -> float:
     """Seconds to train a model of `n_params` on `n_tokens` (default: Chinchilla's 20 per parameter) at
     `utilisation` x `peak_flops`, with C = 6 N D."""
-    if not 0 < utilisation <= 1: raise ValueError(f"utilisation must be in (0, 1], got {utilisation}.")
+    if not 0 < utilisation <= 1:
+        raise ValueError(f"utilisation must be in (0, 1], got {utilisation}.")
     d = chinchilla_tokens(n_params) if n_tokens is None else n_tokens
     return training_flops(n_params, d) / (peak_flops * utilisation)
+
 
 def human_duration(seconds: float) -> str:
     "A duration in the largest sensible unit: seconds, minutes, hours, days or years."
     for unit, s in [("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)]:
-        if seconds >= s: return f"{seconds / s:,.1f} {unit}"
+        if seconds >= s:
+            return f"{seconds / s:,.1f} {unit}"
     return f"{seconds:.1f} seconds"

@@ -34,7 +34,8 @@ class TrainingDivergedError(RuntimeError):
     "The training loss became NaN or infinite. The message names the step and the last good checkpoint."
 
 
-OPTIMIZERS = ("adamw_llmbook", "adamw_torch", "adamw_torch_fused")   # make_optimizer(optim=...)
+OPTIMIZERS = ("adamw_llmbook", "adamw_torch", "adamw_torch_fused")  # make_optimizer(optim=...)
+
 
 @dataclass
 class TrainingConfig:
@@ -42,53 +43,69 @@ class TrainingConfig:
 
     Steps are *optimizer* steps (one per accumulation window), counted the same on any number of processes.
     The global batch is `per_device_batch_size * gradient_accumulation_steps * num_processes` examples."""
-    output_dir: str                          # checkpoints in output_dir/checkpoints/step-XXXXXXX, history.json/.csv
+
+    output_dir: str  # checkpoints in output_dir/checkpoints/step-XXXXXXX, history.json/.csv
     num_epochs: int = 1
-    max_steps: int | None = None             # optimizer steps; if set, overrides num_epochs
+    max_steps: int | None = None  # optimizer steps; if set, overrides num_epochs
     per_device_batch_size: int = 32
     gradient_accumulation_steps: int = 1
     learning_rate: float = 5e-5
     weight_decay: float = 0.01
-    lr_schedule: str = "linear"              # constant | linear | cosine, in optimizer steps
-    warmup_ratio: float = 0.1                # fraction of the optimizer steps spent warming up ...
-    warmup_steps: int | None = None          # ... unless an exact number is given here
-    max_grad_norm: float | None = 1.0        # None: no clipping (the norm is still logged)
-    mixed_precision: str = "no"              # no | bf16 | fp16 (fp16 only on GPU)
+    lr_schedule: str = "linear"  # constant | linear | cosine, in optimizer steps
+    warmup_ratio: float = 0.1  # fraction of the optimizer steps spent warming up ...
+    warmup_steps: int | None = None  # ... unless an exact number is given here
+    max_grad_norm: float | None = 1.0  # None: no clipping (the norm is still logged)
+    mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 only on GPU)
     seed: int = 42
-    eval_every_steps: int | None = None      # None: after every epoch
-    save_every_steps: int | None = None      # None: after every epoch (and always at the end)
-    keep_last: int = 2                       # complete checkpoints kept (the best one is kept in addition)
-    early_stopping_patience: int | None = None   # evaluations without improvement before stopping
-    metric_for_best_model: str = "loss"      # an eval metric name, with or without the 'eval_' prefix
+    eval_every_steps: int | None = None  # None: after every epoch
+    save_every_steps: int | None = None  # None: after every epoch (and always at the end)
+    keep_last: int = 2  # complete checkpoints kept (the best one is kept in addition)
+    early_stopping_patience: int | None = None  # evaluations without improvement before stopping
+    metric_for_best_model: str = "loss"  # an eval metric name, with or without the 'eval_' prefix
     greater_is_better: bool = False
     log_every_steps: int = 10
-    resume: bool = False                     # resume from the latest complete checkpoint in output_dir
-    cpu: bool = False                        # force CPU even if a GPU exists
-    progress: bool = True                    # tqdm bar on the main process
-    eval_batch_size: int | None = None       # None: 2 * per_device_batch_size
-    load_best_model_at_end: bool = False     # reload the best checkpoint's weights when training ends
-    optim: str = "adamw_llmbook"             # adamw_llmbook | adamw_torch | adamw_torch_fused (see make_optimizer)
-    group_by_length: bool = False            # length-grouped batches (needs an input_ids column); less padding
+    resume: bool = False  # resume from the latest complete checkpoint in output_dir
+    cpu: bool = False  # force CPU even if a GPU exists
+    progress: bool = True  # tqdm bar on the main process
+    eval_batch_size: int | None = None  # None: 2 * per_device_batch_size
+    load_best_model_at_end: bool = False  # reload the best checkpoint's weights when training ends
+    optim: str = "adamw_llmbook"  # adamw_llmbook | adamw_torch | adamw_torch_fused (see make_optimizer)
+    group_by_length: bool = False  # length-grouped batches (needs an input_ids column); less padding
 
     def __post_init__(self):
-        def bad(name, why): raise ValueError(f"TrainingConfig.{name}={getattr(self, name)!r}: {why}")
-        if self.num_epochs < 1: bad("num_epochs", "must be >= 1")
-        if self.max_steps is not None and self.max_steps < 1: bad("max_steps", "must be >= 1 or None")
-        if self.per_device_batch_size < 1: bad("per_device_batch_size", "must be >= 1")
-        if self.gradient_accumulation_steps < 1: bad("gradient_accumulation_steps", "must be >= 1")
-        if self.learning_rate <= 0: bad("learning_rate", "must be > 0")
-        if self.lr_schedule not in SCHEDULES: bad("lr_schedule", f"must be one of {', '.join(SCHEDULES)}")
-        if not 0 <= self.warmup_ratio < 1: bad("warmup_ratio", "must be in [0, 1)")
-        if self.mixed_precision not in ("no", "bf16", "fp16"): bad("mixed_precision", "must be no, bf16 or fp16")
-        if self.keep_last < 1: bad("keep_last", "must be >= 1 (the latest checkpoint is what resume needs)")
+        def bad(name, why):
+            raise ValueError(f"TrainingConfig.{name}={getattr(self, name)!r}: {why}")
+
+        if self.num_epochs < 1:
+            bad("num_epochs", "must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            bad("max_steps", "must be >= 1 or None")
+        if self.per_device_batch_size < 1:
+            bad("per_device_batch_size", "must be >= 1")
+        if self.gradient_accumulation_steps < 1:
+            bad("gradient_accumulation_steps", "must be >= 1")
+        if self.learning_rate <= 0:
+            bad("learning_rate", "must be > 0")
+        if self.lr_schedule not in SCHEDULES:
+            bad("lr_schedule", f"must be one of {', '.join(SCHEDULES)}")
+        if not 0 <= self.warmup_ratio < 1:
+            bad("warmup_ratio", "must be in [0, 1)")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            bad("mixed_precision", "must be no, bf16 or fp16")
+        if self.keep_last < 1:
+            bad("keep_last", "must be >= 1 (the latest checkpoint is what resume needs)")
         for n in ("eval_every_steps", "save_every_steps", "early_stopping_patience"):
-            if getattr(self, n) is not None and getattr(self, n) < 1: bad(n, "must be >= 1 or None")
-        if self.log_every_steps < 1: bad("log_every_steps", "must be >= 1")
-        if self.optim not in OPTIMIZERS: bad("optim", f"must be one of {', '.join(OPTIMIZERS)}")
+            if getattr(self, n) is not None and getattr(self, n) < 1:
+                bad(n, "must be >= 1 or None")
+        if self.log_every_steps < 1:
+            bad("log_every_steps", "must be >= 1")
+        if self.optim not in OPTIMIZERS:
+            bad("optim", f"must be one of {', '.join(OPTIMIZERS)}")
 
 # %% ../nbs/05a_training.ipynb #56470180
-def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float,
-                   optim: str = "adamw_llmbook") -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module, learning_rate: float, weight_decay: float, optim: str = "adamw_llmbook"
+) -> torch.optim.Optimizer:
     """AdamW over the *trainable* parameters only, in two groups (the Hugging Face convention): weight decay for
     weight matrices and embeddings, none for biases and normalisation weights (LayerNorm/RMSNorm), whose decay
     toward 0 has no regularising meaning.
@@ -108,15 +125,19 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: f
     for mod in model.modules():
         is_norm = "norm" in type(mod).__name__.lower()
         for p_name, p in mod.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen: continue          # tied weights appear twice
+            if not p.requires_grad or id(p) in seen:
+                continue  # tied weights appear twice
             seen.add(id(p))
             (no_decay if (is_norm or p_name == "bias") else decay).append(p)
     if not decay and not no_decay:
-        raise ValueError("the model has no parameter with requires_grad=True: nothing to train. "
-                         "Unfreeze at least one module (e.g. the classification head).")
+        raise ValueError(
+            "the model has no parameter with requires_grad=True: nothing to train. "
+            "Unfreeze at least one module (e.g. the classification head)."
+        )
     groups = [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
     groups = [g for g in groups if g["params"]]
-    if optim == "adamw_llmbook": return AdamW(groups, lr=learning_rate)
+    if optim == "adamw_llmbook":
+        return AdamW(groups, lr=learning_rate)
     return torch.optim.AdamW(groups, lr=learning_rate, fused=optim == "adamw_torch_fused" or None)
 
 
@@ -137,25 +158,38 @@ class SeededRandomSampler(Sampler):
     seeded permutation into mega-batches of 50 batches and sorts each by length (longest batch first), so the
     `batch_size` consecutive examples of a batch have similar lengths and dynamic padding adds few pad tokens.
     Still a pure function of `(seed, epoch)`. Raises ValueError if `lengths` does not have `n` entries."""
+
     def __init__(self, n: int, seed: int = 0, lengths: list[int] | None = None, batch_size: int | None = None):
         self.n, self.seed, self.epoch = int(n), int(seed), 0
         if lengths is not None and (len(lengths) != self.n or not batch_size):
-            raise ValueError(f"lengths has {len(lengths)} entries for n={n} examples (and batch_size={batch_size}); "
-                             "give one length per example and the batch size")
+            raise ValueError(
+                f"lengths has {len(lengths)} entries for n={n} examples (and batch_size={batch_size}); "
+                "give one length per example and the batch size"
+            )
         self.lengths, self.batch_size = (list(map(int, lengths)) if lengths is not None else None), batch_size
-    def set_epoch(self, epoch: int): self.epoch = int(epoch)
-    def __len__(self): return self.n
+
+    def set_epoch(self, epoch: int):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return self.n
+
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        if self.lengths is None: return iter(torch.randperm(self.n, generator=g).tolist())
+        if self.lengths is None:
+            return iter(torch.randperm(self.n, generator=g).tolist())
         from transformers.trainer_pt_utils import get_length_grouped_indices
+
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
 
 # %% ../nbs/05a_training.ipynb #8d0c7af1
 def _logits(outputs):
-    if isinstance(outputs, torch.Tensor): return outputs
-    if hasattr(outputs, "logits"): return outputs.logits
-    if isinstance(outputs, dict) and "logits" in outputs: return outputs["logits"]
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    if hasattr(outputs, "logits"):
+        return outputs.logits
+    if isinstance(outputs, dict) and "logits" in outputs:
+        return outputs["logits"]
     raise TypeError(f"cannot find logits in model outputs of type {type(outputs).__name__}; pass a loss_fn")
 
 
@@ -174,8 +208,10 @@ def per_example_cross_entropy(outputs, batch) -> tuple[torch.Tensor, torch.Tenso
         lg, lb = logits[:, :-1].float(), labels[:, 1:]
         ce = F.cross_entropy(lg.reshape(-1, lg.size(-1)), lb.reshape(-1), ignore_index=-100, reduction="none")
         return ce.view(lb.shape).sum(1), (lb != -100).sum(1)
-    raise ValueError(f"default loss: logits of shape {tuple(logits.shape)} and labels of shape {tuple(labels.shape)} "
-                     "are neither classification ((B,C),(B,)) nor causal LM ((B,T,V),(B,T)); pass loss_fn=...")
+    raise ValueError(
+        f"default loss: logits of shape {tuple(logits.shape)} and labels of shape {tuple(labels.shape)} "
+        "are neither classification ((B,C),(B,)) nor causal LM ((B,T,V),(B,T)); pass loss_fn=..."
+    )
 
 
 def cross_entropy_loss(outputs, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,23 +222,31 @@ def cross_entropy_loss(outputs, batch) -> tuple[torch.Tensor, torch.Tensor]:
 # %% ../nbs/05a_training.ipynb #53805f32
 _CKPT = re.compile(r"^step-(\d{7,})$")
 
+
 def checkpoint_dir(output_dir, step: int) -> Path:
     "Where the checkpoint after optimizer step `step` lives: `output_dir/checkpoints/step-0000042`."
     return Path(output_dir) / "checkpoints" / f"step-{step:07d}"
+
 
 def list_checkpoints(output_dir) -> list[Path]:
     """Complete checkpoints in `output_dir/checkpoints`, oldest first. A checkpoint is complete when its folder
     has its final name (the rename is the last act of writing) and holds `trainer_state.json`."""
     root = Path(output_dir) / "checkpoints"
-    if not root.is_dir(): return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CKPT.match(p.name)) and p.is_dir()
-             and (p / "trainer_state.json").is_file()]
+    if not root.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := _CKPT.match(p.name)) and p.is_dir() and (p / "trainer_state.json").is_file()
+    ]
     return [p for _, p in sorted(found)]
+
 
 def latest_checkpoint(output_dir) -> Path | None:
     "The newest complete checkpoint, or None."
     cks = list_checkpoints(output_dir)
     return cks[-1] if cks else None
+
 
 def load_model_weights(model: torch.nn.Module, checkpoint, strict: bool = True) -> torch.nn.Module:
     """Load the weights of a `train` checkpoint folder (accelerate's `model.safetensors`, or `pytorch_model.bin`)
@@ -212,20 +256,27 @@ def load_model_weights(model: torch.nn.Module, checkpoint, strict: bool = True) 
     st, pt = ck / "model.safetensors", ck / "pytorch_model.bin"
     if st.is_file():
         from safetensors.torch import load_file
+
         sd = load_file(str(st))
-    elif pt.is_file(): sd = torch.load(pt, map_location="cpu", weights_only=True)
-    else: raise FileNotFoundError(f"{ck} holds no model.safetensors or pytorch_model.bin; is it a train() checkpoint?")
+    elif pt.is_file():
+        sd = torch.load(pt, map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"{ck} holds no model.safetensors or pytorch_model.bin; is it a train() checkpoint?")
     missing, unexpected = model.load_state_dict(sd, strict=False)
     tied = {k for k in missing if _is_tied(model, k)}
     if strict and (set(missing) - tied or unexpected):
-        raise RuntimeError(f"checkpoint {ck} does not fit the model: missing {sorted(set(missing) - tied)[:5]}, "
-                           f"unexpected {sorted(unexpected)[:5]}")
+        raise RuntimeError(
+            f"checkpoint {ck} does not fit the model: missing {sorted(set(missing) - tied)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
     return model
+
 
 def _is_tied(model, key):
     "True if parameter `key` shares storage with another parameter (e.g. lm_head.weight tied to the embeddings)."
     params = dict(model.named_parameters(remove_duplicate=False))
-    if key not in params: return False
+    if key not in params:
+        return False
     ptr = params[key].data_ptr()
     return any(k != key and p.data_ptr() == ptr for k, p in params.items())
 
@@ -234,15 +285,21 @@ def _model_inputs(batch):
     "The batch without `labels`: the loss is ours, so the model need not compute its own (and waste a pass over V)."
     return {k: v for k, v in batch.items() if k != "labels"}
 
+
 def _count_tokens(batch) -> int:
-    if "attention_mask" in batch: return int(batch["attention_mask"].sum())
-    if "input_ids" in batch: return int(batch["input_ids"].numel())
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    if "input_ids" in batch:
+        return int(batch["input_ids"].numel())
     return 0
+
 
 def _batch_size(batch) -> int:
     for v in batch.values():
-        if isinstance(v, torch.Tensor) and v.dim() > 0: return int(v.shape[0])
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return int(v.shape[0])
     return 0
+
 
 @torch.no_grad()
 def evaluate_loader(model, dataloader, accelerator, loss_fn=None, compute_metrics=None, prefix: str = "eval_"):
@@ -266,15 +323,20 @@ def evaluate_loader(model, dataloader, accelerator, loss_fn=None, compute_metric
             s, c = torch.as_tensor(s, device=logits.device), torch.as_tensor(c, device=logits.device)
             if s.dim() == 0:
                 if accelerator.num_processes > 1:
-                    raise ValueError("evaluate with several processes needs per-example losses: let loss_fn return "
-                                     "(loss_sums (B,), counts (B,)) tensors, or use the default loss")
+                    raise ValueError(
+                        "evaluate with several processes needs per-example losses: let loss_fn return "
+                        "(loss_sums (B,), counts (B,)) tensors, or use the default loss"
+                    )
                 s, c = s[None], c[None]
         s, c = accelerator.gather_for_metrics((s.float().contiguous(), c.float().contiguous()))
-        sums.append(s.double().cpu()); counts.append(c.double().cpu())
+        sums.append(s.double().cpu())
+        counts.append(c.double().cpu())
         if logits.dim() == 2 and "labels" in batch:
             lg, lb = accelerator.gather_for_metrics((logits.float().contiguous(), batch["labels"].contiguous()))
-            all_logits.append(lg.cpu()); all_labels.append(lb.cpu())
-    if was_training: model.train()
+            all_logits.append(lg.cpu())
+            all_labels.append(lb.cpu())
+    if was_training:
+        model.train()
     total, n = torch.cat(sums).sum().item(), torch.cat(counts).sum().item()
     loss = total / max(n, 1)
     metrics = {f"{prefix}loss": loss, f"{prefix}examples": int(sum(len(x) for x in sums))}
@@ -283,16 +345,27 @@ def evaluate_loader(model, dataloader, accelerator, loss_fn=None, compute_metric
         logits_np, labels_np = torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
         preds = logits_np.argmax(-1)
         keep = labels_np != -100
-        extra = (compute_metrics(preds[keep], labels_np[keep], logits_np[keep]) if compute_metrics
-                 else {"accuracy": float((preds[keep] == labels_np[keep]).mean())})
+        extra = (
+            compute_metrics(preds[keep], labels_np[keep], logits_np[keep])
+            if compute_metrics
+            else {"accuracy": float((preds[keep] == labels_np[keep]).mean())}
+        )
         metrics.update({f"{prefix}{k}": (float(v) if np.ndim(v) == 0 else v) for k, v in extra.items()})
     else:
         metrics[f"{prefix}perplexity"] = math.exp(min(loss, 700))
     return metrics, logits_np, labels_np
 
 
-def evaluate(model, dataset, collate_fn, batch_size: int = 64, accelerator=None, loss_fn=None,
-             compute_metrics=None, prefix: str = "eval_"):
+def evaluate(
+    model,
+    dataset,
+    collate_fn,
+    batch_size: int = 64,
+    accelerator=None,
+    loss_fn=None,
+    compute_metrics=None,
+    prefix: str = "eval_",
+):
     """Evaluate `model` on `dataset` (no gradient, eval mode); returns `(metrics, logits, labels)`.
 
     `accelerator`: the run's `Accelerator` (then the model must already be prepared by it); None makes a
@@ -300,12 +373,15 @@ def evaluate(model, dataset, collate_fn, batch_size: int = 64, accelerator=None,
     `eval_examples`, and for classification `compute_metrics(predictions, labels, logits)` (default: accuracy),
     for language models `eval_perplexity` = exp(loss). See `evaluate_loader`."""
     from accelerate import Accelerator
+
     if accelerator is None:
-        accelerator = _make_accelerator(cpu=next(model.parameters()).device.type == "cpu", mixed_precision="no",
-                                        reuse=True)
+        accelerator = _make_accelerator(
+            cpu=next(model.parameters()).device.type == "cpu", mixed_precision="no", reuse=True
+        )
         model = accelerator.prepare_model(model, evaluation_mode=True)
-    dl = accelerator.prepare_data_loader(DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                                    collate_fn=collate_fn))
+    dl = accelerator.prepare_data_loader(
+        DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
+    )
     return evaluate_loader(model, dl, accelerator, loss_fn, compute_metrics, prefix)
 
 
@@ -314,12 +390,13 @@ def _make_accelerator(cpu: bool, mixed_precision: str, reuse: bool = False):
     keeps its state in a singleton, which we reset when we are the only process."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
+
     if mixed_precision == "fp16" and (cpu or not torch.cuda.is_available()):
         raise ValueError("mixed_precision='fp16' needs a GPU (fp16 with a loss scaler); on CPU use 'bf16' or 'no'")
     if AcceleratorState._shared_state:
         if PartialState().num_processes == 1 and "WORLD_SIZE" not in os.environ:
             AcceleratorState._reset_state(reset_partial_state=True)
-        elif reuse:                                     # several processes: join the state the launcher set up
+        elif reuse:  # several processes: join the state the launcher set up
             return Accelerator()
     return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
 
@@ -327,48 +404,68 @@ def _make_accelerator(cpu: bool, mixed_precision: str, reuse: bool = False):
 @contextmanager
 def _quiet(name: str, level: int = logging.ERROR):
     "Raise logger `name` to `level` for the duration of the block."
-    lg = logging.getLogger(name); old = lg.level; lg.setLevel(level)
-    try: yield
-    finally: lg.setLevel(old)
+    lg = logging.getLogger(name)
+    old = lg.level
+    lg.setLevel(level)
+    try:
+        yield
+    finally:
+        lg.setLevel(old)
+
 
 @dataclass
 class TrainResult:
     "What `train` returns. `history` holds train-log rows (loss, lr, grad_norm, rates) and eval rows (eval_*)."
+
     history: list
     eval_metrics: dict
     best_checkpoint: str | None
     global_step: int
     output_dir: str
-    train_loss: float | None = None          # mean loss of the last logging interval
+    train_loss: float | None = None  # mean loss of the last logging interval
     stopped_early: bool = False
     wall_time_s: float = 0.0
-    model: torch.nn.Module | None = field(default=None, repr=False)   # the trained model, unwrapped
+    model: torch.nn.Module | None = field(default=None, repr=False)  # the trained model, unwrapped
 
 
 def _write_history(out: Path, history: list):
     "history.json and history.csv in `out` (written to a temp file, then renamed)."
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "history.json.tmp"; tmp.write_text(json.dumps(history, indent=1)); os.replace(tmp, out / "history.json")
+    tmp = out / "history.json.tmp"
+    tmp.write_text(json.dumps(history, indent=1))
+    os.replace(tmp, out / "history.json")
     keys = list(dict.fromkeys(k for row in history for k in row))
     tmp = out / "history.csv.tmp"
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(history)
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
     os.replace(tmp, out / "history.csv")
 
 
 def usual_file_mode(paths) -> None:
     "Give files the mode the umask implies (safetensors writes its files 0600, unreadable to other users)."
-    umask = os.umask(0); os.umask(umask)
-    for f in paths: Path(f).chmod(0o666 & ~umask)
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in paths:
+        Path(f).chmod(0o666 & ~umask)
+
 
 def _example_lengths(dataset) -> list[int]:
     "Token count of every example, from its `input_ids` (a datasets column or a field of each example)."
     try:
-        ids = dataset["input_ids"] if hasattr(dataset, "column_names") else [dataset[i]["input_ids"] for i in range(len(dataset))]
+        ids = (
+            dataset["input_ids"]
+            if hasattr(dataset, "column_names")
+            else [dataset[i]["input_ids"] for i in range(len(dataset))]
+        )
     except (KeyError, TypeError, IndexError) as e:
-        raise ValueError("group_by_length=True needs token ids to measure lengths: every example must have an "
-                         f"'input_ids' field (tokenize the dataset first) ({type(e).__name__}: {e})") from None
+        raise ValueError(
+            "group_by_length=True needs token ids to measure lengths: every example must have an "
+            f"'input_ids' field (tokenize the dataset first) ({type(e).__name__}: {e})"
+        ) from None
     return [len(x) for x in ids]
+
 
 def _scale_and_clip(accelerator, params, scale: float, max_norm: float | None) -> torch.Tensor:
     """Multiply the gradients by `scale` (one `torch._foreach_mul_` over all of them), then clip their global L2 norm
@@ -378,12 +475,23 @@ def _scale_and_clip(accelerator, params, scale: float, max_norm: float | None) -
     CPU), but changes the rounding: a 2-process run then drifts further from its 1-process twin."""
     grads = [p.grad for p in params if p.grad is not None]
     torch._foreach_mul_(grads, scale)
-    if max_norm is None: return torch.nn.utils.get_total_norm(grads)
+    if max_norm is None:
+        return torch.nn.utils.get_total_norm(grads)
     return accelerator.clip_grad_norm_(params, max_norm)
 
-def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: TrainingConfig, collate_fn: Callable,
-          loss_fn: Callable | None = None, compute_metrics: Callable | None = None, optimizer=None,
-          callbacks: tuple = ()) -> TrainResult:
+
+def train(
+    model: torch.nn.Module,
+    train_dataset,
+    eval_dataset=None,
+    *,
+    config: TrainingConfig,
+    collate_fn: Callable,
+    loss_fn: Callable | None = None,
+    compute_metrics: Callable | None = None,
+    optimizer=None,
+    callbacks: tuple = (),
+) -> TrainResult:
     """Train `model` on `train_dataset` with one Hugging Face Accelerate loop that runs unchanged on 1 CPU process,
     several CPU processes (gloo), one or many GPUs (`accelerate launch`).
 
@@ -415,32 +523,60 @@ def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: T
     Raises `TrainingDivergedError` when the loss becomes NaN/inf (the step is not taken; earlier checkpoints stay).
     Returns a `TrainResult`; history is also written to `output_dir/history.json` and `history.csv`."""
     from tqdm import tqdm
+
     cfg = config
-    if not isinstance(cfg, TrainingConfig): raise TypeError("config must be a TrainingConfig")
-    if collate_fn is None: raise ValueError("collate_fn is required (e.g. llmbook.data.collator(tokenizer))")
-    if len(train_dataset) == 0: raise ValueError("train_dataset is empty")
+    if not isinstance(cfg, TrainingConfig):
+        raise TypeError("config must be a TrainingConfig")
+    if collate_fn is None:
+        raise ValueError("collate_fn is required (e.g. llmbook.data.collator(tokenizer))")
+    if len(train_dataset) == 0:
+        raise ValueError("train_dataset is empty")
     t_start = time.perf_counter()
     accelerator = _make_accelerator(cfg.cpu, cfg.mixed_precision)
     main = accelerator.is_main_process
     set_seed(cfg.seed, accelerator.process_index)
-    out = Path(cfg.output_dir); ckroot = out / "checkpoints"
+    out = Path(cfg.output_dir)
+    ckroot = out / "checkpoints"
     if main:
         ckroot.mkdir(parents=True, exist_ok=True)
-        for p in ckroot.iterdir():                     # leftovers of a run killed while writing or deleting
-            if p.name.startswith((".tmp-", ".trash-")): shutil.rmtree(p, ignore_errors=True)
+        for p in ckroot.iterdir():  # leftovers of a run killed while writing or deleting
+            if p.name.startswith((".tmp-", ".trash-")):
+                shutil.rmtree(p, ignore_errors=True)
     accelerator.wait_for_everyone()
 
-    keep_eval = [m for m in model.modules() if not m.training and any(True for _ in m.parameters())
-                 and not any(p.requires_grad for p in m.parameters())]
-    sampler = SeededRandomSampler(len(train_dataset), cfg.seed, batch_size=cfg.per_device_batch_size,
-                                  lengths=_example_lengths(train_dataset) if cfg.group_by_length else None)
-    train_dl = DataLoader(train_dataset, batch_size=cfg.per_device_batch_size, sampler=sampler,
-                          collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed))
-    eval_dl = (DataLoader(eval_dataset, batch_size=cfg.eval_batch_size or 2 * cfg.per_device_batch_size,
-                          shuffle=False, collate_fn=collate_fn) if eval_dataset is not None else None)
-    if optimizer is None: optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, cfg.optim)
+    keep_eval = [
+        m
+        for m in model.modules()
+        if not m.training and any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())
+    ]
+    sampler = SeededRandomSampler(
+        len(train_dataset),
+        cfg.seed,
+        batch_size=cfg.per_device_batch_size,
+        lengths=_example_lengths(train_dataset) if cfg.group_by_length else None,
+    )
+    train_dl = DataLoader(
+        train_dataset,
+        batch_size=cfg.per_device_batch_size,
+        sampler=sampler,
+        collate_fn=collate_fn,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    eval_dl = (
+        DataLoader(
+            eval_dataset,
+            batch_size=cfg.eval_batch_size or 2 * cfg.per_device_batch_size,
+            shuffle=False,
+            collate_fn=collate_fn,
+        )
+        if eval_dataset is not None
+        else None
+    )
+    if optimizer is None:
+        optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, cfg.optim)
     model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
-    if eval_dl is not None: eval_dl = accelerator.prepare(eval_dl)
+    if eval_dl is not None:
+        eval_dl = accelerator.prepare(eval_dl)
 
     k = cfg.gradient_accumulation_steps
     batches_per_epoch = len(train_dl)
@@ -451,19 +587,36 @@ def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: T
     scheduler = make_scheduler(optimizer, cfg.lr_schedule, warmup, total_steps)
     accelerator.register_for_checkpointing(scheduler)
     global_batch = cfg.per_device_batch_size * k * accelerator.num_processes
-    st = dict(global_step=0, epoch=0, batches_done=0, history=[], best_metric=None, best_checkpoint=None,
-              bad_evals=0, log_loss=0.0, log_count=0.0, log_samples=0.0, log_tokens=0.0, stopped_early=False)
+    st = dict(
+        global_step=0,
+        epoch=0,
+        batches_done=0,
+        history=[],
+        best_metric=None,
+        best_checkpoint=None,
+        bad_evals=0,
+        log_loss=0.0,
+        log_count=0.0,
+        log_samples=0.0,
+        log_tokens=0.0,
+        stopped_early=False,
+    )
 
     if cfg.resume and (ck := latest_checkpoint(out)) is not None:
         saved = json.loads((ck / "trainer_state.json").read_text())
         if saved["global_batch"] != global_batch or saved["num_processes"] != accelerator.num_processes:
-            raise ValueError(f"cannot resume from {ck}: it was written with {saved['num_processes']} process(es) and "
-                             f"a global batch of {saved['global_batch']}, this run has {accelerator.num_processes} and "
-                             f"{global_batch}. Resume with the same settings, or start a new output_dir.")
+            raise ValueError(
+                f"cannot resume from {ck}: it was written with {saved['num_processes']} process(es) and "
+                f"a global batch of {saved['global_batch']}, this run has {accelerator.num_processes} and "
+                f"{global_batch}. Resume with the same settings, or start a new output_dir."
+            )
         accelerator.load_state(str(ck))
         st.update(saved["state"])
-        if main: print(f"resumed from {ck} (step {st['global_step']}, epoch {st['epoch']}, "
-                       f"batch {st['batches_done']}/{batches_per_epoch})")
+        if main:
+            print(
+                f"resumed from {ck} (step {st['global_step']}, epoch {st['epoch']}, "
+                f"batch {st['batches_done']}/{batches_per_epoch})"
+            )
 
     metric_key = cfg.metric_for_best_model
     metric_key = metric_key if metric_key.startswith("eval_") else "eval_" + metric_key
@@ -471,44 +624,63 @@ def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: T
 
     def set_train_mode():
         model.train()
-        for m in keep_eval: m.eval()
+        for m in keep_eval:
+            m.eval()
 
     def save():
         step = st["global_step"]
         final = checkpoint_dir(out, step)
-        if final.is_dir(): return final
+        if final.is_dir():
+            return final
         tmp = ckroot / f".tmp-step-{step:07d}"
         accelerator.wait_for_everyone()
-        with _quiet("accelerate.utils.other"):          # "Removed shared tensor ..." for tied embeddings: expected
+        with _quiet("accelerate.utils.other"):  # "Removed shared tensor ..." for tied embeddings: expected
             accelerator.save_state(str(tmp))
-        if main: usual_file_mode(tmp.glob("*.safetensors"))
+        if main:
+            usual_file_mode(tmp.glob("*.safetensors"))
         if main:
             state = {k: v for k, v in st.items()}
-            (tmp / "trainer_state.json").write_text(json.dumps(dict(
-                state=state, global_batch=global_batch, num_processes=accelerator.num_processes,
-                total_steps=total_steps, config=asdict(cfg)), indent=1, default=str))
+            (tmp / "trainer_state.json").write_text(
+                json.dumps(
+                    dict(
+                        state=state,
+                        global_batch=global_batch,
+                        num_processes=accelerator.num_processes,
+                        total_steps=total_steps,
+                        config=asdict(cfg),
+                    ),
+                    indent=1,
+                    default=str,
+                )
+            )
             _write_history(out, st["history"])
-            os.replace(tmp, final)                     # the commit point: a checkpoint exists only once renamed
-            keep = set(list_checkpoints(out)[-cfg.keep_last:])
-            if st["best_checkpoint"]: keep.add(Path(st["best_checkpoint"]))
+            os.replace(tmp, final)  # the commit point: a checkpoint exists only once renamed
+            keep = set(list_checkpoints(out)[-cfg.keep_last :])
+            if st["best_checkpoint"]:
+                keep.add(Path(st["best_checkpoint"]))
             for old in list_checkpoints(out):
                 if old not in keep:
-                    trash = ckroot / f".trash-{old.name}"; os.replace(old, trash); shutil.rmtree(trash)
+                    trash = ckroot / f".trash-{old.name}"
+                    os.replace(old, trash)
+                    shutil.rmtree(trash)
         accelerator.wait_for_everyone()
         return final
 
     def do_eval():
         metrics, _, _ = evaluate_loader(model, eval_dl, accelerator, loss_fn if loss_fn else None, compute_metrics)
         set_train_mode()
-        row = dict(step=st["global_step"], epoch=round(st["epoch"] + st["batches_done"] / batches_per_epoch, 4),
-                   **metrics)
+        row = dict(
+            step=st["global_step"], epoch=round(st["epoch"] + st["batches_done"] / batches_per_epoch, 4), **metrics
+        )
         st["history"].append(row)
         if metric_key not in metrics:
-            raise KeyError(f"metric_for_best_model={cfg.metric_for_best_model!r} is not among the eval metrics "
-                           f"{sorted(metrics)}")
+            raise KeyError(
+                f"metric_for_best_model={cfg.metric_for_best_model!r} is not among the eval metrics {sorted(metrics)}"
+            )
         val = metrics[metric_key]
-        better = st["best_metric"] is None or (val > st["best_metric"] if cfg.greater_is_better
-                                               else val < st["best_metric"])
+        better = st["best_metric"] is None or (
+            val > st["best_metric"] if cfg.greater_is_better else val < st["best_metric"]
+        )
         if better:
             st["best_metric"], st["bad_evals"] = val, 0
             st["best_checkpoint"] = str(checkpoint_dir(out, st["global_step"]))
@@ -522,74 +694,106 @@ def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: T
     loss_fn_ = loss_fn or cross_entropy_loss
     params = [p for p in model.parameters() if p.requires_grad]
     set_train_mode()
-    pbar = tqdm(total=total_steps, initial=st["global_step"], desc="train", dynamic_ncols=True,
-                disable=not (cfg.progress and accelerator.is_local_main_process))
+    pbar = tqdm(
+        total=total_steps,
+        initial=st["global_step"],
+        desc="train",
+        dynamic_ncols=True,
+        disable=not (cfg.progress and accelerator.is_local_main_process),
+    )
     t_log = time.perf_counter()
     dev = accelerator.device
     stop = st["global_step"] >= total_steps or st["stopped_early"]
     for epoch in range(st["epoch"], num_epochs):
-        if stop or st["stopped_early"]: break          # an epoch-end evaluation may have decided to stop
+        if stop or st["stopped_early"]:
+            break  # an epoch-end evaluation may have decided to stop
         skip = st["batches_done"] if epoch == st["epoch"] else 0
         st["epoch"], st["batches_done"] = epoch, skip
         train_dl.set_epoch(epoch)
         dl = train_dl
         if skip:
             dl = accelerator.skip_first_batches(train_dl, skip) if skip < batches_per_epoch else []
-            if skip < batches_per_epoch: dl.set_epoch(epoch)
+            if skip < batches_per_epoch:
+                dl.set_epoch(epoch)
         micro = skip
-        win = torch.zeros(4, dtype=torch.float64, device=dev)       # loss sum, terms, samples, tokens
+        win = torch.zeros(4, dtype=torch.float64, device=dev)  # loss sum, terms, samples, tokens
         for batch in dl:
             last = (micro + 1) % k == 0 or micro + 1 == batches_per_epoch
-            with (nullcontext() if last else accelerator.no_sync(model)):
+            with nullcontext() if last else accelerator.no_sync(model):
                 with accelerator.autocast():
                     outputs = model(**_model_inputs(batch))
                     loss_sum, count = loss_fn_(outputs, batch)
                 loss_sum = loss_sum.sum() if loss_sum.dim() else loss_sum
                 accelerator.backward(loss_sum)
-            win += torch.stack([loss_sum.detach().double(), torch.as_tensor(count, device=dev).sum().double(),
-                                torch.tensor(float(_batch_size(batch)), device=dev, dtype=torch.float64),
-                                torch.tensor(float(_count_tokens(batch)), device=dev, dtype=torch.float64)])
+            win += torch.stack(
+                [
+                    loss_sum.detach().double(),
+                    torch.as_tensor(count, device=dev).sum().double(),
+                    torch.tensor(float(_batch_size(batch)), device=dev, dtype=torch.float64),
+                    torch.tensor(float(_count_tokens(batch)), device=dev, dtype=torch.float64),
+                ]
+            )
             micro += 1
-            if not last: continue
-            tot = accelerator.reduce(win, "sum")             # one all-reduce per optimizer step
+            if not last:
+                continue
+            tot = accelerator.reduce(win, "sum")  # one all-reduce per optimizer step
             win = torch.zeros(4, dtype=torch.float64, device=dev)
             loss_val = (tot[0] / tot[1].clamp(min=1)).item()
             if not math.isfinite(loss_val):
                 optimizer.zero_grad(set_to_none=True)
-                if main: _write_history(out, st["history"])
+                if main:
+                    _write_history(out, st["history"])
                 raise TrainingDivergedError(
                     f"the training loss is {loss_val} at optimizer step {st['global_step'] + 1} (epoch {epoch}); the "
                     f"step was not taken. Last good checkpoint: {latest_checkpoint(out)}. Lower learning_rate, "
-                    f"set max_grad_norm, or use mixed_precision='no'/'bf16'.")
+                    f"set max_grad_norm, or use mixed_precision='no'/'bf16'."
+                )
             # DDP averaged the gradients over processes; turn the sum of per-term gradients into their mean
             scale = accelerator.num_processes / tot[1].clamp(min=1).item()
             grad_norm = _scale_and_clip(accelerator, params, scale, cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
-            if not accelerator.optimizer_step_was_skipped: scheduler.step()   # fp16 overflow: schedule waits
+            if not accelerator.optimizer_step_was_skipped:
+                scheduler.step()  # fp16 overflow: schedule waits
             optimizer.zero_grad(set_to_none=True)
-            st["global_step"] += 1; st["batches_done"] = micro
-            st["log_loss"] += tot[0].item(); st["log_count"] += tot[1].item()
-            st["log_samples"] += tot[2].item(); st["log_tokens"] += tot[3].item()
+            st["global_step"] += 1
+            st["batches_done"] = micro
+            st["log_loss"] += tot[0].item()
+            st["log_count"] += tot[1].item()
+            st["log_samples"] += tot[2].item()
+            st["log_tokens"] += tot[3].item()
             step = st["global_step"]
             pbar.update(1)
             if step % cfg.log_every_steps == 0 or step == total_steps:
                 dt = max(time.perf_counter() - t_log, 1e-9)
-                row = dict(step=step, epoch=round(epoch + micro / batches_per_epoch, 4),
-                           loss=st["log_loss"] / max(st["log_count"], 1), lr=lr, grad_norm=float(grad_norm), samples_per_s=round(st["log_samples"] / dt, 2),
-                           tokens_per_s=round(st["log_tokens"] / dt, 1))
+                row = dict(
+                    step=step,
+                    epoch=round(epoch + micro / batches_per_epoch, 4),
+                    loss=st["log_loss"] / max(st["log_count"], 1),
+                    lr=lr,
+                    grad_norm=float(grad_norm),
+                    samples_per_s=round(st["log_samples"] / dt, 2),
+                    tokens_per_s=round(st["log_tokens"] / dt, 1),
+                )
                 st["history"].append(row)
                 pbar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
-                st.update(log_loss=0.0, log_count=0.0, log_samples=0.0, log_tokens=0.0); t_log = time.perf_counter()
-            if eval_dl is not None and cfg.eval_every_steps and step % cfg.eval_every_steps == 0: do_eval()
-            if cfg.save_every_steps and step % cfg.save_every_steps == 0: save()
-            for cb in callbacks: cb(dict(st, loss=loss_val, lr=lr, grad_norm=float(grad_norm),
-                                         process_index=accelerator.process_index))
-            if step >= total_steps or st["stopped_early"]: stop = True; break
-        if micro >= batches_per_epoch:                  # the epoch ran to its end
+                st.update(log_loss=0.0, log_count=0.0, log_samples=0.0, log_tokens=0.0)
+                t_log = time.perf_counter()
+            if eval_dl is not None and cfg.eval_every_steps and step % cfg.eval_every_steps == 0:
+                do_eval()
+            if cfg.save_every_steps and step % cfg.save_every_steps == 0:
+                save()
+            for cb in callbacks:
+                cb(dict(st, loss=loss_val, lr=lr, grad_norm=float(grad_norm), process_index=accelerator.process_index))
+            if step >= total_steps or st["stopped_early"]:
+                stop = True
+                break
+        if micro >= batches_per_epoch:  # the epoch ran to its end
             st["epoch"], st["batches_done"] = epoch + 1, 0
-            if eval_dl is not None and not cfg.eval_every_steps: do_eval()
-            if not cfg.save_every_steps: save()
+            if eval_dl is not None and not cfg.eval_every_steps:
+                do_eval()
+            if not cfg.save_every_steps:
+                save()
     pbar.close()
     save()
     eval_metrics = {}
@@ -597,33 +801,55 @@ def train(model: torch.nn.Module, train_dataset, eval_dataset=None, *, config: T
         last = st["history"][-1] if st["history"] else {}
         if "eval_loss" in last and last["step"] == st["global_step"]:
             eval_metrics = {k: v for k, v in last.items() if k.startswith("eval_")}
-        else: eval_metrics = do_eval()
+        else:
+            eval_metrics = do_eval()
     if cfg.load_best_model_at_end and st["best_checkpoint"]:
         load_model_weights(unwrapped, st["best_checkpoint"])
         best_step = int(Path(st["best_checkpoint"]).name.split("-")[1])
-        eval_metrics = next({k: v for k, v in r.items() if k.startswith("eval_")} for r in st["history"]
-                            if r["step"] == best_step and "eval_loss" in r)
-    if main: _write_history(out, st["history"])
+        eval_metrics = next(
+            {k: v for k, v in r.items() if k.startswith("eval_")}
+            for r in st["history"]
+            if r["step"] == best_step and "eval_loss" in r
+        )
+    if main:
+        _write_history(out, st["history"])
     accelerator.wait_for_everyone()
     train_rows = [r for r in st["history"] if "loss" in r]
-    return TrainResult(history=st["history"], eval_metrics=eval_metrics, best_checkpoint=st["best_checkpoint"],
-                       global_step=st["global_step"], output_dir=str(out),
-                       train_loss=train_rows[-1]["loss"] if train_rows else None, stopped_early=st["stopped_early"],
-                       wall_time_s=time.perf_counter() - t_start,
-                       model=accelerator.unwrap_model(model, keep_fp32_wrapper=False))
+    return TrainResult(
+        history=st["history"],
+        eval_metrics=eval_metrics,
+        best_checkpoint=st["best_checkpoint"],
+        global_step=st["global_step"],
+        output_dir=str(out),
+        train_loss=train_rows[-1]["loss"] if train_rows else None,
+        stopped_early=st["stopped_early"],
+        wall_time_s=time.perf_counter() - t_start,
+        model=accelerator.unwrap_model(model, keep_fp32_wrapper=False),
+    )
 
 # %% ../nbs/05a_training.ipynb #5e342e9f
 def plot_history(history: list, title: str | None = None):
     """Figure with the training (and evaluation) loss and the learning rate against the optimizer step."""
     import matplotlib.pyplot as plt
-    tr = [r for r in history if "loss" in r]; ev = [r for r in history if "eval_loss" in r]
+
+    tr = [r for r in history if "loss" in r]
+    ev = [r for r in history if "eval_loss" in r]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    if tr: a1.plot([r["step"] for r in tr], [r["loss"] for r in tr], label="train loss")
-    if ev: a1.plot([r["step"] for r in ev], [r["eval_loss"] for r in ev], "o-", label="eval loss")
-    a1.set_xlabel("optimizer step"); a1.set_ylabel("cross-entropy (nats)"); a1.legend(); a1.grid(alpha=.3)
-    if tr: a2.plot([r["step"] for r in tr], [r["lr"] for r in tr])
-    a2.set_xlabel("optimizer step"); a2.set_ylabel("learning rate"); a2.grid(alpha=.3)
-    if title: fig.suptitle(title)
+    if tr:
+        a1.plot([r["step"] for r in tr], [r["loss"] for r in tr], label="train loss")
+    if ev:
+        a1.plot([r["step"] for r in ev], [r["eval_loss"] for r in ev], "o-", label="eval loss")
+    a1.set_xlabel("optimizer step")
+    a1.set_ylabel("cross-entropy (nats)")
+    a1.legend()
+    a1.grid(alpha=0.3)
+    if tr:
+        a2.plot([r["step"] for r in tr], [r["lr"] for r in tr])
+    a2.set_xlabel("optimizer step")
+    a2.set_ylabel("learning rate")
+    a2.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -632,21 +858,30 @@ class CharTokenizer:
     """A character-level tokenizer: one id per distinct character of `text`, in sorted order.
 
     `encode(str) -> list[int]` raises KeyError naming a character it has never seen; `decode(ids) -> str`."""
+
     def __init__(self, text: str):
-        self.itos = sorted(set(text)); self.stoi = {c: i for i, c in enumerate(self.itos)}
+        self.itos = sorted(set(text))
+        self.stoi = {c: i for i, c in enumerate(self.itos)}
+
     @property
-    def vocab_size(self) -> int: return len(self.itos)
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
     def encode(self, text: str) -> list[int]:
-        try: return [self.stoi[c] for c in text]
-        except KeyError as e: raise KeyError(f"character {e.args[0]!r} is not in the tokenizer's vocabulary") from None
-    def decode(self, ids) -> str: return "".join(self.itos[int(i)] for i in ids)
+        try:
+            return [self.stoi[c] for c in text]
+        except KeyError as e:
+            raise KeyError(f"character {e.args[0]!r} is not in the tokenizer's vocabulary") from None
+
+    def decode(self, ids) -> str:
+        return "".join(self.itos[int(i)] for i in ids)
 
 
 def lm_blocks(ids, block_size: int) -> list[dict]:
     "Non-overlapping windows of `block_size` token ids, each `{'input_ids': LongTensor (block_size,)}`; the tail is dropped."
     ids = torch.as_tensor(ids, dtype=torch.long)
     n = len(ids) // block_size
-    return [dict(input_ids=ids[i * block_size:(i + 1) * block_size]) for i in range(n)]
+    return [dict(input_ids=ids[i * block_size : (i + 1) * block_size]) for i in range(n)]
 
 
 def lm_collate(rows: list[dict]) -> dict:
@@ -658,6 +893,7 @@ def lm_collate(rows: list[dict]) -> dict:
 def hamlet_splits(block_size: int = 64, val_fraction: float = 0.1):
     "(tokenizer, train windows, validation windows, train ids, validation ids) for the play, split by position."
     from llmbook import resources
+
     text = Path(resources.get("hamlet")).read_text(encoding="utf-8")
     tok = CharTokenizer(text)
     ids = torch.tensor(tok.encode(text))
@@ -683,49 +919,120 @@ def ngram_perplexities(train_ids, eval_windows: list[dict], vocab_size: int, alp
     log_big = (big / big.sum(1, keepdim=True)).log()
     w = torch.stack([w["input_ids"] for w in eval_windows])
     prev, nxt = w[:, :-1].reshape(-1), w[:, 1:].reshape(-1)
-    return dict(unigram=math.exp(-log_uni[nxt].mean().item()), bigram=math.exp(-log_big[prev, nxt].mean().item()),
-                targets=int(nxt.numel()))
+    return dict(
+        unigram=math.exp(-log_uni[nxt].mean().item()),
+        bigram=math.exp(-log_big[prev, nxt].mean().item()),
+        targets=int(nxt.numel()),
+    )
 
 # %% ../nbs/05a_training.ipynb #4dd01171
 CHAR_LM_SIZES = {
-    "fast": dict(n_layer=2, n_embd=64, n_head=4, block_size=64, max_steps=300, batch_size=32, learning_rate=5e-3,
-                 dropout=0.0, eval_every_steps=100),
-    "full": dict(n_layer=4, n_embd=128, n_head=4, block_size=128, max_steps=1200, batch_size=32, learning_rate=2e-3,
-                 dropout=0.1, eval_every_steps=200),
+    "fast": dict(
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        block_size=64,
+        max_steps=300,
+        batch_size=32,
+        learning_rate=5e-3,
+        dropout=0.0,
+        eval_every_steps=100,
+    ),
+    "full": dict(
+        n_layer=4,
+        n_embd=128,
+        n_head=4,
+        block_size=128,
+        max_steps=1200,
+        batch_size=32,
+        learning_rate=2e-3,
+        dropout=0.1,
+        eval_every_steps=200,
+    ),
 }
 
-def train_char_lm(output_dir: str, profile: str = "fast", seed: int = 42, mixed_precision: str = "no",
-                  progress: bool = False, resume: bool = False, **overrides) -> dict:
+
+def train_char_lm(
+    output_dir: str,
+    profile: str = "fast",
+    seed: int = 42,
+    mixed_precision: str = "no",
+    progress: bool = False,
+    resume: bool = False,
+    **overrides,
+) -> dict:
     """Pretrain a GPT-2-shaped character-level LM on Hamlet from random initialisation with `train`.
 
     Sizes come from `CHAR_LM_SIZES[profile]`, updated by `overrides`. Returns a dict with `val_perplexity`,
     `unigram`/`bigram` baseline perplexities (same targets), `parameters`, `history`, `model`, `tokenizer`, `sizes`."""
-    if profile not in CHAR_LM_SIZES: raise ValueError(f"profile must be one of {list(CHAR_LM_SIZES)}, not {profile!r}")
-    s = dict(CHAR_LM_SIZES[profile]); unknown = set(overrides) - set(s)
-    if unknown: raise ValueError(f"unknown size(s) {sorted(unknown)}; known: {sorted(s)}")
+    if profile not in CHAR_LM_SIZES:
+        raise ValueError(f"profile must be one of {list(CHAR_LM_SIZES)}, not {profile!r}")
+    s = dict(CHAR_LM_SIZES[profile])
+    unknown = set(overrides) - set(s)
+    if unknown:
+        raise ValueError(f"unknown size(s) {sorted(unknown)}; known: {sorted(s)}")
     s.update(overrides)
     from transformers import GPT2Config, GPT2LMHeadModel
+
     tok, tr, va, tr_ids, _ = hamlet_splits(block_size=s["block_size"])
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel(GPT2Config(
-        vocab_size=tok.vocab_size, n_positions=s["block_size"], n_layer=s["n_layer"], n_embd=s["n_embd"],
-        n_head=s["n_head"], resid_pdrop=s["dropout"], embd_pdrop=s["dropout"], attn_pdrop=s["dropout"],
-        bos_token_id=0, eos_token_id=0))
-    res = train(model, tr, va, collate_fn=lm_collate, config=TrainingConfig(
-        output_dir, max_steps=s["max_steps"], per_device_batch_size=s["batch_size"], learning_rate=s["learning_rate"],
-        lr_schedule="cosine", warmup_steps=max(1, s["max_steps"] // 20), weight_decay=0.1,
-        eval_every_steps=s["eval_every_steps"], save_every_steps=s["eval_every_steps"], log_every_steps=10,
-        seed=seed, mixed_precision=mixed_precision, progress=progress, resume=resume, eval_batch_size=64))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=tok.vocab_size,
+            n_positions=s["block_size"],
+            n_layer=s["n_layer"],
+            n_embd=s["n_embd"],
+            n_head=s["n_head"],
+            resid_pdrop=s["dropout"],
+            embd_pdrop=s["dropout"],
+            attn_pdrop=s["dropout"],
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
+    res = train(
+        model,
+        tr,
+        va,
+        collate_fn=lm_collate,
+        config=TrainingConfig(
+            output_dir,
+            max_steps=s["max_steps"],
+            per_device_batch_size=s["batch_size"],
+            learning_rate=s["learning_rate"],
+            lr_schedule="cosine",
+            warmup_steps=max(1, s["max_steps"] // 20),
+            weight_decay=0.1,
+            eval_every_steps=s["eval_every_steps"],
+            save_every_steps=s["eval_every_steps"],
+            log_every_steps=10,
+            seed=seed,
+            mixed_precision=mixed_precision,
+            progress=progress,
+            resume=resume,
+            eval_batch_size=64,
+        ),
+    )
     base = ngram_perplexities(tr_ids, va, tok.vocab_size)
-    return dict(val_perplexity=res.eval_metrics["eval_perplexity"], val_loss=res.eval_metrics["eval_loss"],
-                unigram=base["unigram"], bigram=base["bigram"], parameters=res.model.num_parameters(),
-                steps=res.global_step, history=res.history, model=res.model, tokenizer=tok, sizes=s,
-                wall_time_s=res.wall_time_s)
+    return dict(
+        val_perplexity=res.eval_metrics["eval_perplexity"],
+        val_loss=res.eval_metrics["eval_loss"],
+        unigram=base["unigram"],
+        bigram=base["bigram"],
+        parameters=res.model.num_parameters(),
+        steps=res.global_step,
+        history=res.history,
+        model=res.model,
+        tokenizer=tok,
+        sizes=s,
+        wall_time_s=res.wall_time_s,
+    )
 
 
 @torch.no_grad()
-def generate_text(model, tokenizer: CharTokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
-                  seed: int = 0) -> str:
+def generate_text(
+    model, tokenizer: CharTokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8, seed: int = 0
+) -> str:
     "Sample a continuation of `prompt` (temperature sampling, seeded; the context is cut to the position table)."
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -740,27 +1047,62 @@ def generate_text(model, tokenizer: CharTokenizer, prompt: str, max_new_tokens: 
 # %% ../nbs/05a_training.ipynb #741e9218
 def char_lm_summary(record: dict | None) -> str:
     "One line about a stored char-LM result record (from `read_results('char_lm')`), or 'not yet run'."
-    if record is None: return "full profile: not yet run (run `llmbook train --model char-lm --profile full`)"
+    if record is None:
+        return "full profile: not yet run (run `llmbook train --model char-lm --profile full`)"
     r = record["results"]
-    return (f"full profile: {r['parameters']:,} parameters, {r['steps']} steps, validation perplexity "
-            f"{r['val_perplexity']:.2f} (bigram {r['bigram']:.2f}, unigram {r['unigram']:.2f}); "
-            f"{record['wall_time_s'] / 60:.1f} min on {record['provenance']['cpu']}")
+    return (
+        f"full profile: {r['parameters']:,} parameters, {r['steps']} steps, validation perplexity "
+        f"{r['val_perplexity']:.2f} (bigram {r['bigram']:.2f}, unigram {r['unigram']:.2f}); "
+        f"{record['wall_time_s'] / 60:.1f} min on {record['provenance']['cpu']}"
+    )
 
 # %% ../nbs/05a_training.ipynb #6412d7f9
 SCRATCH_CLASSIFIER_SIZES = {
-    "fast": dict(n_layer=2, hidden_size=128, n_head=2, intermediate_size=256, max_length=64, epochs=4, batch_size=32,
-                 learning_rate=1e-3, max_train_examples=1000, max_eval_examples=500),
-    "full": dict(n_layer=4, hidden_size=256, n_head=4, intermediate_size=1024, max_length=128, epochs=3, batch_size=32,
-                 learning_rate=5e-4, max_train_examples=0, max_eval_examples=0),
+    "fast": dict(
+        n_layer=2,
+        hidden_size=128,
+        n_head=2,
+        intermediate_size=256,
+        max_length=64,
+        epochs=4,
+        batch_size=32,
+        learning_rate=1e-3,
+        max_train_examples=1000,
+        max_eval_examples=500,
+    ),
+    "full": dict(
+        n_layer=4,
+        hidden_size=256,
+        n_head=4,
+        intermediate_size=1024,
+        max_length=128,
+        epochs=3,
+        batch_size=32,
+        learning_rate=5e-4,
+        max_train_examples=0,
+        max_eval_examples=0,
+    ),
 }
+
 
 def _classification_metrics(predictions, labels, logits=None) -> dict:
     from llmbook import metrics
-    return dict(accuracy=metrics.accuracy_score(labels, predictions),
-                f1_macro=metrics.f1_score(labels, predictions, average="macro", num_classes=2, zero_division=0.0))
 
-def train_scratch_classifier(output_dir: str, profile: str = "fast", seed: int = 42, mixed_precision: str = "no",
-                             progress: bool = False, resume: bool = False, **overrides) -> dict:
+    return dict(
+        accuracy=metrics.accuracy_score(labels, predictions),
+        f1_macro=metrics.f1_score(labels, predictions, average="macro", num_classes=2, zero_division=0.0),
+    )
+
+
+def train_scratch_classifier(
+    output_dir: str,
+    profile: str = "fast",
+    seed: int = 42,
+    mixed_precision: str = "no",
+    progress: bool = False,
+    resume: bool = False,
+    **overrides,
+) -> dict:
     """Train a BERT-shaped sentiment classifier from random initialisation on Rotten Tomatoes with `train`.
 
     Data: `llmbook.data.rotten_tomatoes_splits` (grouped by movie, stratified), MiniLM's tokenizer, dynamic padding.
@@ -770,35 +1112,73 @@ def train_scratch_classifier(output_dir: str, profile: str = "fast", seed: int =
     `steps`, `history`, `sizes`, `model`, `wall_time_s`."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
     from llmbook import data, resources
+
     if profile not in SCRATCH_CLASSIFIER_SIZES:
         raise ValueError(f"profile must be one of {list(SCRATCH_CLASSIFIER_SIZES)}, not {profile!r}")
-    s = dict(SCRATCH_CLASSIFIER_SIZES[profile]); unknown = set(overrides) - set(s)
-    if unknown: raise ValueError(f"unknown size(s) {sorted(unknown)}; known: {sorted(s)}")
+    s = dict(SCRATCH_CLASSIFIER_SIZES[profile])
+    unknown = set(overrides) - set(s)
+    if unknown:
+        raise ValueError(f"unknown size(s) {sorted(unknown)}; known: {sorted(s)}")
     s.update(overrides)
     tokenizer = AutoTokenizer.from_pretrained(resources.get("minilm"))
-    dsd = data.rotten_tomatoes_splits(seed=seed, max_train_examples=s["max_train_examples"],
-                                      max_eval_examples=s["max_eval_examples"])
+    dsd = data.rotten_tomatoes_splits(
+        seed=seed, max_train_examples=s["max_train_examples"], max_eval_examples=s["max_eval_examples"]
+    )
     tokd = data.tokenize(dsd, tokenizer, max_length=s["max_length"])
     collate = data.collator(tokenizer)
     torch.manual_seed(seed)
-    model = BertForSequenceClassification(BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=s["hidden_size"], num_hidden_layers=s["n_layer"],
-        num_attention_heads=s["n_head"], intermediate_size=s["intermediate_size"],
-        max_position_embeddings=s["max_length"], num_labels=2, pad_token_id=tokenizer.pad_token_id))
-    res = train(model, tokd["train"], tokd["validation"], collate_fn=collate, compute_metrics=_classification_metrics,
-                config=TrainingConfig(output_dir, num_epochs=s["epochs"], per_device_batch_size=s["batch_size"],
-                                      learning_rate=s["learning_rate"], warmup_ratio=0.1, seed=seed,
-                                      metric_for_best_model="accuracy", greater_is_better=True,
-                                      load_best_model_at_end=True, mixed_precision=mixed_precision,
-                                      progress=progress, resume=resume, log_every_steps=5, eval_batch_size=64))
-    test, _, _ = evaluate(res.model, tokd["test"], collate, batch_size=64, compute_metrics=_classification_metrics,
-                          prefix="")
-    train_labels = np.asarray(dsd["train"]["label"]); test_labels = np.asarray(dsd["test"]["label"])
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=s["hidden_size"],
+            num_hidden_layers=s["n_layer"],
+            num_attention_heads=s["n_head"],
+            intermediate_size=s["intermediate_size"],
+            max_position_embeddings=s["max_length"],
+            num_labels=2,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    res = train(
+        model,
+        tokd["train"],
+        tokd["validation"],
+        collate_fn=collate,
+        compute_metrics=_classification_metrics,
+        config=TrainingConfig(
+            output_dir,
+            num_epochs=s["epochs"],
+            per_device_batch_size=s["batch_size"],
+            learning_rate=s["learning_rate"],
+            warmup_ratio=0.1,
+            seed=seed,
+            metric_for_best_model="accuracy",
+            greater_is_better=True,
+            load_best_model_at_end=True,
+            mixed_precision=mixed_precision,
+            progress=progress,
+            resume=resume,
+            log_every_steps=5,
+            eval_batch_size=64,
+        ),
+    )
+    test, _, _ = evaluate(
+        res.model, tokd["test"], collate, batch_size=64, compute_metrics=_classification_metrics, prefix=""
+    )
+    train_labels = np.asarray(dsd["train"]["label"])
+    test_labels = np.asarray(dsd["test"]["label"])
     majority = int(np.bincount(train_labels).argmax())
-    return dict(test=dict(accuracy=test["accuracy"], f1_macro=test["f1_macro"], n=test["examples"]),
-                validation={k.removeprefix("eval_"): v for k, v in res.eval_metrics.items()},
-                majority_baseline=float((test_labels == majority).mean()), parameters=res.model.num_parameters(),
-                steps=res.global_step, history=res.history, sizes=s, model=res.model, wall_time_s=res.wall_time_s)
+    return dict(
+        test=dict(accuracy=test["accuracy"], f1_macro=test["f1_macro"], n=test["examples"]),
+        validation={k.removeprefix("eval_"): v for k, v in res.eval_metrics.items()},
+        majority_baseline=float((test_labels == majority).mean()),
+        parameters=res.model.num_parameters(),
+        steps=res.global_step,
+        history=res.history,
+        sizes=s,
+        model=res.model,
+        wall_time_s=res.wall_time_s,
+    )
 
 # %% ../nbs/05a_training.ipynb #06541759
 def scratch_classifier_summary(record: dict | None) -> str:
@@ -806,30 +1186,44 @@ def scratch_classifier_summary(record: dict | None) -> str:
     if record is None:
         return "full profile: not yet run (run `llmbook train --model scratch-classifier --profile full`)"
     r = record["results"]
-    return (f"full profile: {r['parameters']:,} parameters, {r['steps']} steps; test accuracy "
-            f"{r['test']['accuracy']:.3f}, macro-F1 {r['test']['f1_macro']:.3f} on {r['test']['n']} snippets "
-            f"(majority class {r['majority_baseline']:.3f}); {record['wall_time_s'] / 60:.1f} min")
+    return (
+        f"full profile: {r['parameters']:,} parameters, {r['steps']} steps; test accuracy "
+        f"{r['test']['accuracy']:.3f}, macro-F1 {r['test']['f1_macro']:.3f} on {r['test']['n']} snippets "
+        f"(majority class {r['majority_baseline']:.3f}); {record['wall_time_s'] / 60:.1f} min"
+    )
 
 # %% ../nbs/05a_training.ipynb #fb713cfd
 TRAIN_MODELS = ("char-lm", "scratch-classifier")
 
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "Add the `llmbook train` flags to `parser` (returned). Unset flags fall back to settings.ini / LLMBOOK_* variables."
-    parser.add_argument("--model", choices=TRAIN_MODELS, default="char-lm",
-                        help="char-lm: GPT-2-shaped character LM on Hamlet; scratch-classifier: BERT-shaped sentiment "
-                             "classifier from random weights on Rotten Tomatoes (default: %(default)s)")
+    parser.add_argument(
+        "--model",
+        choices=TRAIN_MODELS,
+        default="char-lm",
+        help="char-lm: GPT-2-shaped character LM on Hamlet; scratch-classifier: BERT-shaped sentiment "
+        "classifier from random weights on Rotten Tomatoes (default: %(default)s)",
+    )
     parser.add_argument("--profile", choices=("fast", "full"), default=None, help="sizes (default: settings.ini)")
     parser.add_argument("--output-dir", default=None, help="checkpoints and history (default: runs/train-MODEL)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None)
-    parser.add_argument("--num-processes", type=int, default=None,
-                        help="start this many processes itself; leave unset under accelerate launch / torchrun")
+    parser.add_argument(
+        "--num-processes",
+        type=int,
+        default=None,
+        help="start this many processes itself; leave unset under accelerate launch / torchrun",
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="char-lm only: override the profile's steps")
     parser.add_argument("--epochs", type=int, default=None, help="scratch-classifier only: override the epochs")
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--write-results", action="store_true",
-                        help="store results/<name>.json even for the fast profile (the full profile always does)")
+    parser.add_argument(
+        "--write-results",
+        action="store_true",
+        help="store results/<name>.json even for the fast profile (the full profile always does)",
+    )
     return parser
 
 
@@ -842,21 +1236,31 @@ def check_launch(env=None, command: str = "train") -> None:
     that launcher silently runs ONE process, and leaves a master address and port but no WORLD_SIZE in the environment.
     `env` defaults to `os.environ`; `command` is the `llmbook` sub-command named in the message."""
     env = os.environ if env is None else env
-    if env.get("MASTER_ADDR") and env.get("MASTER_PORT") and "WORLD_SIZE" not in env \
-            and env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+    if (
+        env.get("MASTER_ADDR")
+        and env.get("MASTER_PORT")
+        and "WORLD_SIZE" not in env
+        and env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    ):
         raise LaunchError(
             "this looks like `accelerate launch --cpu --num_processes N`, which silently runs ONE process. For N CPU "
             f"processes use `llmbook {command} --num-processes N`, or `ACCELERATE_USE_CPU=1 accelerate launch "
-            f"--multi_gpu --num_processes N $(command -v llmbook) {command} ...`.")
+            f"--multi_gpu --num_processes N $(command -v llmbook) {command} ...`."
+        )
 
 
 def _strip_flag(argv: list[str], flag: str) -> list[str]:
     "`argv` without `flag` and its value (`--flag V` or `--flag=V`)."
     out, skip = [], False
     for a in argv:
-        if skip: skip = False; continue
-        if a == flag: skip = True; continue
-        if a.startswith(flag + "="): continue
+        if skip:
+            skip = False
+            continue
+        if a == flag:
+            skip = True
+            continue
+        if a.startswith(flag + "="):
+            continue
         out.append(a)
     return out
 
@@ -866,12 +1270,17 @@ def relaunch(num_processes: int, argv: list[str]) -> int:
     dropping `--num-processes` from `argv`. Returns the exit code; raises `LaunchError` if the `llmbook` command
     cannot be found. Used by `llmbook train` and `llmbook finetune`."""
     import subprocess
+
     env = dict(os.environ)
-    if not torch.cuda.is_available(): env["ACCELERATE_USE_CPU"] = "true"
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "true"
     candidates = [sys.argv[0], str(Path(sys.executable).parent / "llmbook"), shutil.which("llmbook") or ""]
     script = next((c for c in candidates if Path(c).name == "llmbook" and Path(c).is_file()), None)
-    if script is None: raise LaunchError("cannot find the `llmbook` command to start several processes; install the "
-                                         "package (pip install -e .) or use `accelerate launch`.")
+    if script is None:
+        raise LaunchError(
+            "cannot find the `llmbook` command to start several processes; install the "
+            "package (pip install -e .) or use `accelerate launch`."
+        )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}", script]
     return subprocess.call(cmd + _strip_flag(argv, "--num-processes"), env=env)
 
@@ -881,23 +1290,41 @@ def train_command(args: argparse.Namespace, argv: list[str] | None = None) -> in
 
     `argv` (default `sys.argv[1:]`) is what gets re-run when `--num-processes N > 1` starts N processes."""
     from llmbook import config as _config
+
     check_launch(command="train")
-    s = _config.load(profile=args.profile, seed=args.seed, mixed_precision=args.mixed_precision,
-                     num_processes=args.num_processes)
+    s = _config.load(
+        profile=args.profile, seed=args.seed, mixed_precision=args.mixed_precision, num_processes=args.num_processes
+    )
     if s.num_processes > 1 and "WORLD_SIZE" not in os.environ:
         return relaunch(s.num_processes, list(sys.argv[1:] if argv is None else argv))
     out = args.output_dir or str(_config.repo_root() / "runs" / f"train-{args.model}")
-    common = dict(profile=s.profile, seed=s.seed, mixed_precision=s.mixed_precision, progress=not args.no_progress,
-                  resume=args.resume)
+    common = dict(
+        profile=s.profile,
+        seed=s.seed,
+        mixed_precision=s.mixed_precision,
+        progress=not args.no_progress,
+        resume=args.resume,
+    )
     if args.model == "char-lm":
         res = train_char_lm(out, **common, **({"max_steps": args.max_steps} if args.max_steps else {}))
-        name, line = "char_lm", (f"validation perplexity {res['val_perplexity']:.2f} (bigram {res['bigram']:.2f}, "
-                                 f"unigram {res['unigram']:.2f}), {res['parameters']:,} parameters")
+        name, line = (
+            "char_lm",
+            (
+                f"validation perplexity {res['val_perplexity']:.2f} (bigram {res['bigram']:.2f}, "
+                f"unigram {res['unigram']:.2f}), {res['parameters']:,} parameters"
+            ),
+        )
     else:
         res = train_scratch_classifier(out, **common, **({"epochs": args.epochs} if args.epochs else {}))
-        name, line = "scratch_classifier", (f"test accuracy {res['test']['accuracy']:.3f}, macro-F1 "
-                                            f"{res['test']['f1_macro']:.3f} (majority {res['majority_baseline']:.3f})")
+        name, line = (
+            "scratch_classifier",
+            (
+                f"test accuracy {res['test']['accuracy']:.3f}, macro-F1 "
+                f"{res['test']['f1_macro']:.3f} (majority {res['majority_baseline']:.3f})"
+            ),
+        )
     from accelerate import PartialState
+
     if PartialState().is_main_process:
         record = {k: v for k, v in res.items() if k not in ("model", "tokenizer")}
         Path(out, "results.json").write_text(json.dumps(record, indent=1, default=str))
@@ -910,13 +1337,20 @@ def train_command(args: argparse.Namespace, argv: list[str] | None = None) -> in
 # %% ../nbs/05a_training.ipynb #1959afb3
 def bench_table(record: dict | None):
     "The benchmark's ratio table (a pandas DataFrame) from `read_results('bench_train')`, or a 'not yet run' string."
-    if record is None: return "benchmark: not yet run (python bench/bench_train.py)"
+    if record is None:
+        return "benchmark: not yet run (python bench/bench_train.py)"
     import pandas as pd
+
     r, p = record["results"], record["provenance"]
-    print(f"{p['cpu']}, {r['threads']} threads, load average {r['load_average']:.1f}, batch {r['batch_size']} x "
-          f"{r['seq_len']} tokens; step times (s): {r['step_time_s']}")
-    for name, ms in r.get("phases_ms", {}).items(): print(f"plain loop with {name}, ms per phase: {ms}")
+    print(
+        f"{p['cpu']}, {r['threads']} threads, load average {r['load_average']:.1f}, batch {r['batch_size']} x "
+        f"{r['seq_len']} tokens; step times (s): {r['step_time_s']}"
+    )
+    for name, ms in r.get("phases_ms", {}).items():
+        print(f"plain loop with {name}, ms per phase: {ms}")
     if "padded_length_random" in r:
-        print(f"dynamic padding: a batch is padded to {r['padded_length_random']:.1f} tokens on average with random "
-              f"batches, {r['padded_length_grouped']:.1f} length-grouped (mean text: {r['mean_length']:.1f} tokens)")
+        print(
+            f"dynamic padding: a batch is padded to {r['padded_length_random']:.1f} tokens on average with random "
+            f"batches, {r['padded_length_grouped']:.1f} length-grouped (mean text: {r['mean_length']:.1f} tokens)"
+        )
     return pd.DataFrame(r["table"])

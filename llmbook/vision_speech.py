@@ -25,6 +25,7 @@ __all__ = ['LITE0_BLOCKS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DCGAN_LICENSE', 're
 # %% ../nbs/07a_vision_speech.ipynb #f4869096
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
+
 def read_ct2(path) -> tuple[dict, dict]:
     """Read a CTranslate2 `model.bin`: returns (variables name -> numpy array, aliases name -> target name).
 
@@ -32,30 +33,44 @@ def read_ct2(path) -> tuple[dict, dict]:
     revision, u32 variable count, then per variable: name, u8 rank, rank x u32 dims, u8 dtype code
     (0 f32, 1 i8, 2 i16, 3 i32, 4 f16), u32 byte count, raw little-endian data; then u32 alias count and
     (alias, target) name pairs. Raises `ValueError` on an unknown version or dtype, or a truncated file."""
-    b = Path(path).read_bytes(); o = 0
+    b = Path(path).read_bytes()
+    o = 0
+
     def num(fmt):
         nonlocal o
-        if o + struct.calcsize(fmt) > len(b): raise ValueError(f"{path}: truncated CTranslate2 file at byte {o}")
-        v = struct.unpack_from("<" + fmt, b, o)[0]; o += struct.calcsize(fmt); return v
+        if o + struct.calcsize(fmt) > len(b):
+            raise ValueError(f"{path}: truncated CTranslate2 file at byte {o}")
+        v = struct.unpack_from("<" + fmt, b, o)[0]
+        o += struct.calcsize(fmt)
+        return v
+
     def name():
         nonlocal o
-        n = num("H"); s = b[o:o + n].rstrip(b"\0").decode(); o += n; return s
+        n = num("H")
+        s = b[o : o + n].rstrip(b"\0").decode()
+        o += n
+        return s
+
     version = num("I")
-    if version < 5: raise ValueError(f"{path}: CTranslate2 binary version {version} is not supported (need >= 5)")
+    if version < 5:
+        raise ValueError(f"{path}: CTranslate2 binary version {version} is not supported (need >= 5)")
     spec, _revision, count = name(), num("I"), num("I")
     variables = {}
     for _ in range(count):
         key, rank = name(), num("B")
         dims = [num("I") for _ in range(rank)]
         code, nbytes = num("B"), num("I")
-        if code not in _CT2_DTYPES: raise ValueError(f"{path}: variable {key} has unknown dtype code {code}")
-        variables[key] = np.frombuffer(b, _CT2_DTYPES[code], nbytes // np.dtype(_CT2_DTYPES[code]).itemsize,
-                                       o).reshape(dims).copy()
+        if code not in _CT2_DTYPES:
+            raise ValueError(f"{path}: variable {key} has unknown dtype code {code}")
+        variables[key] = (
+            np.frombuffer(b, _CT2_DTYPES[code], nbytes // np.dtype(_CT2_DTYPES[code]).itemsize, o).reshape(dims).copy()
+        )
         o += nbytes
     aliases = {}
     if o < len(b):
         for _ in range(num("I")):
-            a = name(); aliases[a] = name()
+            a = name()
+            aliases[a] = name()
     variables["__spec__"] = spec
     return variables, aliases
 
@@ -63,20 +78,32 @@ def read_ct2(path) -> tuple[dict, dict]:
 def _n_layers(v: dict, side: str) -> int:
     return len({m.group(1) for k in v if (m := re.match(rf"{side}/layer_(\d+)/", k))})
 
+
 def whisper_config_from_ct2(v: dict):
     "A `WhisperConfig` with the sizes read off the CTranslate2 variables (vocabulary, width, layers, heads, positions)."
     from transformers import WhisperConfig
+
     nl = lambda side: _n_layers(v, side)
     vocab, d = v["decoder/embeddings/weight"].shape
-    return WhisperConfig(vocab_size=vocab, num_mel_bins=v["encoder/conv1/weight"].shape[1], d_model=d,
-                         encoder_layers=nl("encoder"), decoder_layers=nl("decoder"),
-                         encoder_attention_heads=int(v["encoder/num_heads"]), decoder_attention_heads=int(v["decoder/num_heads"]),
-                         encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
-                         decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
-                         max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
-                         max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
-                         decoder_start_token_id=50257, bos_token_id=50257, eos_token_id=50256, pad_token_id=50256,
-                         tie_word_embeddings=True)
+    return WhisperConfig(
+        vocab_size=vocab,
+        num_mel_bins=v["encoder/conv1/weight"].shape[1],
+        d_model=d,
+        encoder_layers=nl("encoder"),
+        decoder_layers=nl("decoder"),
+        encoder_attention_heads=int(v["encoder/num_heads"]),
+        decoder_attention_heads=int(v["decoder/num_heads"]),
+        encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
+        decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
+        max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
+        max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
+        decoder_start_token_id=50257,
+        bos_token_id=50257,
+        eos_token_id=50256,
+        pad_token_id=50256,
+        tie_word_embeddings=True,
+    )
+
 
 def ct2_to_hf_whisper(v: dict) -> dict:
     """Map CTranslate2 Whisper variables onto `WhisperForConditionalGeneration` state-dict names (float32 tensors).
@@ -86,15 +113,25 @@ def ct2_to_hf_whisper(v: dict) -> dict:
     (checked: `ValueError` otherwise). Scalars (activation, num_heads, ...) are not tensors of the model."""
     t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))
     out, d = {}, v["decoder/embeddings/weight"].shape[1]
-    def ln(src, dst): out[dst + ".weight"] = t(v[src + "/gamma"]); out[dst + ".bias"] = t(v[src + "/beta"])
-    def lin(src, dst): out[dst + ".weight"] = t(v[src + "/weight"]); out[dst + ".bias"] = t(v[src + "/bias"])
+
+    def ln(src, dst):
+        out[dst + ".weight"] = t(v[src + "/gamma"])
+        out[dst + ".bias"] = t(v[src + "/beta"])
+
+    def lin(src, dst):
+        out[dst + ".weight"] = t(v[src + "/weight"])
+        out[dst + ".bias"] = t(v[src + "/bias"])
+
     def split(src, dsts):
         w, bias = t(v[src + "/weight"]), t(v[src + "/bias"])
         for i, dst in enumerate(dsts):
-            out[dst + ".weight"] = w[i * d:(i + 1) * d]
+            out[dst + ".weight"] = w[i * d : (i + 1) * d]
             if dst.endswith("k_proj"):
-                if bias[i * d:(i + 1) * d].abs().max() > 0: raise ValueError(f"{src}: nonzero key bias")
-            else: out[dst + ".bias"] = bias[i * d:(i + 1) * d]
+                if bias[i * d : (i + 1) * d].abs().max() > 0:
+                    raise ValueError(f"{src}: nonzero key bias")
+            else:
+                out[dst + ".bias"] = bias[i * d : (i + 1) * d]
+
     for side in ("encoder", "decoder"):
         n = _n_layers(v, side)
         out[f"model.{side}.embed_positions.weight"] = t(v[f"{side}/position_encodings/encodings"])
@@ -105,25 +142,29 @@ def ct2_to_hf_whisper(v: dict) -> dict:
             split(f"{s}/self_attention/linear_0", [f"{h}.self_attn.{p}_proj" for p in "qkv"])
             lin(f"{s}/self_attention/linear_1", f"{h}.self_attn.out_proj")
             ln(f"{s}/ffn/layer_norm", f"{h}.final_layer_norm")
-            lin(f"{s}/ffn/linear_0", f"{h}.fc1"); lin(f"{s}/ffn/linear_1", f"{h}.fc2")
+            lin(f"{s}/ffn/linear_0", f"{h}.fc1")
+            lin(f"{s}/ffn/linear_1", f"{h}.fc2")
             if side == "decoder":
                 ln(f"{s}/attention/layer_norm", f"{h}.encoder_attn_layer_norm")
                 lin(f"{s}/attention/linear_0", f"{h}.encoder_attn.q_proj")
                 split(f"{s}/attention/linear_1", [f"{h}.encoder_attn.{p}_proj" for p in "kv"])
                 lin(f"{s}/attention/linear_2", f"{h}.encoder_attn.out_proj")
-    for c in ("conv1", "conv2"): lin(f"encoder/{c}", f"model.encoder.{c}")
+    for c in ("conv1", "conv2"):
+        lin(f"encoder/{c}", f"model.encoder.{c}")
     out["model.decoder.embed_tokens.weight"] = t(v["decoder/embeddings/weight"])
-    out["proj_out.weight"] = out["model.decoder.embed_tokens.weight"]     # alias decoder/projection -> embeddings
+    out["proj_out.weight"] = out["model.decoder.embed_tokens.weight"]  # alias decoder/projection -> embeddings
     return out
 
 # %% ../nbs/07a_vision_speech.ipynb #281f6f60
 _WHISPER: dict = {}
+
 
 def load_whisper(folder=None):
     """(WhisperForConditionalGeneration in eval mode, `tokenizers.Tokenizer`, CTranslate2 config dict) for the
     pinned Whisper tiny.en CTranslate2 folder (`get('whisper_tiny_en_ct2')`), converted in memory (about 1 s)."""
     from tokenizers import Tokenizer
     from transformers import GenerationConfig, WhisperForConditionalGeneration
+
     folder = Path(folder or get("whisper_tiny_en_ct2"))
     if folder not in _WHISPER:
         v, aliases = read_ct2(folder / "model.bin")
@@ -131,11 +172,20 @@ def load_whisper(folder=None):
         model.load_state_dict(ct2_to_hf_whisper(v), strict=True)
         cfg = json.loads((folder / "config.json").read_text())
         model.generation_config = GenerationConfig(
-            decoder_start_token_id=50257, bos_token_id=50257, eos_token_id=50256, pad_token_id=50256,
-            no_timestamps_token_id=50362, is_multilingual=False, return_timestamps=False, max_length=448,
-            suppress_tokens=cfg["suppress_ids"], begin_suppress_tokens=cfg["suppress_ids_begin"])
+            decoder_start_token_id=50257,
+            bos_token_id=50257,
+            eos_token_id=50256,
+            pad_token_id=50256,
+            no_timestamps_token_id=50362,
+            is_multilingual=False,
+            return_timestamps=False,
+            max_length=448,
+            suppress_tokens=cfg["suppress_ids"],
+            begin_suppress_tokens=cfg["suppress_ids_begin"],
+        )
         _WHISPER[folder] = (model.eval(), Tokenizer.from_file(str(folder / "tokenizer.json")), cfg)
     return _WHISPER[folder]
+
 
 def load_audio(path, sampling_rate: int = 16000) -> np.ndarray:
     "A wav file as mono float32 samples in [-1, 1] at `sampling_rate` Hz (polyphase resampling, scipy)."
@@ -143,24 +193,29 @@ def load_audio(path, sampling_rate: int = 16000) -> np.ndarray:
     from math import gcd
     from scipy.io import wavfile
     from scipy.signal import resample_poly
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", wavfile.WavFileWarning)
         sr, x = wavfile.read(path)
     x = x.astype(np.float32) / (32768.0 if x.dtype == np.int16 else 1.0)
-    if x.ndim == 2: x = x.mean(1)
+    if x.ndim == 2:
+        x = x.mean(1)
     g = gcd(sr, sampling_rate)
     return resample_poly(x, sampling_rate // g, sr // g).astype(np.float32) if sr != sampling_rate else x
+
 
 def log_mel(audio: np.ndarray) -> torch.Tensor:
     "Whisper's input: 80-bin log-Mel spectrogram of 30 s (padded or cut), float32 (1, 80, 3000); via WhisperFeatureExtractor."
     from transformers import WhisperFeatureExtractor
+
     fe = WhisperFeatureExtractor(feature_size=80)
     return fe(audio, sampling_rate=16000, return_tensors="pt").input_features
 
 # %% ../nbs/07a_vision_speech.ipynb #adb57a9e
 @torch.no_grad()
-def whisper_greedy(model, features: torch.Tensor, suppress=(), suppress_begin=(), max_new_tokens: int = 220,
-                   prompt=(50257, 50362)) -> list[int]:
+def whisper_greedy(
+    model, features: torch.Tensor, suppress=(), suppress_begin=(), max_new_tokens: int = 220, prompt=(50257, 50362)
+) -> list[int]:
     """Greedy decoding written out for an English-only Whisper: start from <|startoftranscript|><|notimestamps|>,
     append the arg-max token (after masking `suppress` everywhere and `suppress_begin` at the first step) until
     <|endoftext|> (50256). Re-runs the decoder on the whole prefix each step. Returns the new token ids."""
@@ -169,17 +224,20 @@ def whisper_greedy(model, features: torch.Tensor, suppress=(), suppress_begin=()
     for step in range(max_new_tokens):
         logits = model(encoder_outputs=(enc,), decoder_input_ids=torch.tensor([ids])).logits[0, -1]
         logits[list(suppress)] = -float("inf")
-        if step == 0: logits[list(suppress_begin)] = -float("inf")
+        if step == 0:
+            logits[list(suppress_begin)] = -float("inf")
         nxt = int(logits.argmax())
-        if nxt == 50256: break
+        if nxt == 50256:
+            break
         ids.append(nxt)
-    return ids[len(prompt):]
+    return ids[len(prompt) :]
 
 # %% ../nbs/07a_vision_speech.ipynb #01a0ab53
 def normalize_text(s: str) -> str:
     "Lower case, apostrophes kept, every other non-alphanumeric character turned into a space, spaces collapsed."
     s = s.lower().replace("’", "'").replace("—", " ").replace("-", " ")
     return " ".join(re.sub(r"[^a-z0-9' ]", " ", s).split())
+
 
 def word_errors(reference: str, hypothesis: str) -> int:
     "Word-level Levenshtein distance: substitutions + deletions + insertions turning reference into hypothesis."
@@ -190,6 +248,7 @@ def word_errors(reference: str, hypothesis: str) -> int:
         for j, hw in enumerate(h, 1):
             prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rw != hw))
     return d[-1]
+
 
 def wer(references, hypotheses) -> float:
     "Corpus word error rate: total word errors / total reference words (after `normalize_text`), as jiwer computes it."
@@ -206,9 +265,10 @@ def transcribe(audio, whisper=None, chunk_s: float = 30.0) -> list[str]:
     out = []
     for a in audio:
         x = load_audio(a) if isinstance(a, (str, Path)) else np.asarray(a, np.float32)
-        n = int(chunk_s * 16000); pieces = []
+        n = int(chunk_s * 16000)
+        pieces = []
         for i in range(0, max(len(x), 1), n):
-            ids = model.generate(log_mel(x[i:i + n]))[0].tolist()
+            ids = model.generate(log_mel(x[i : i + n]))[0].tolist()
             pieces.append(tok.decode(ids, skip_special_tokens=True).strip())
         out.append(" ".join(p for p in pieces if p))
     return out
@@ -217,73 +277,103 @@ def transcribe(audio, whisper=None, chunk_s: float = 30.0) -> list[str]:
 def _same_pad(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
     "TensorFlow 'SAME' padding: output size ceil(in / s); an odd total pad puts the extra pixel right/bottom."
     ih, iw = x.shape[-2:]
-    ph = max((-(-ih // s) - 1) * s + k - ih, 0); pw = max((-(-iw // s) - 1) * s + k - iw, 0)
+    ph = max((-(-ih // s) - 1) * s + k - ih, 0)
+    pw = max((-(-iw // s) - 1) * s + k - iw, 0)
     return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+
 
 class SameConv(nn.Conv2d):
     "`nn.Conv2d` with TensorFlow 'SAME' padding (EfficientNet's weights were trained in TensorFlow)."
-    def forward(self, x): return super().forward(_same_pad(x, self.kernel_size[0], self.stride[0]))
+
+    def forward(self, x):
+        return super().forward(_same_pad(x, self.kernel_size[0], self.stride[0]))
+
 
 class MBConv(nn.Module):
     """Mobile inverted bottleneck (MobileNetV2, Sandler et al. 2018): 1x1 expand, k x k depthwise, 1x1 project,
     BatchNorm after each, ReLU6 after the first two, residual when shape is kept. Lite models have no
     squeeze-and-excitation. Attribute names follow lukemelas' EfficientNet-PyTorch, so its state dicts load."""
+
     def __init__(self, cin, cout, k, s, e):
         super().__init__()
         mid, bn = cin * e, lambda c: nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)
-        if e != 1: self._expand_conv, self._bn0 = SameConv(cin, mid, 1, bias=False), bn(mid)
+        if e != 1:
+            self._expand_conv, self._bn0 = SameConv(cin, mid, 1, bias=False), bn(mid)
         self._depthwise_conv, self._bn1 = SameConv(mid, mid, k, s, groups=mid, bias=False), bn(mid)
         self._project_conv, self._bn2 = SameConv(mid, cout, 1, bias=False), bn(cout)
         self.residual = s == 1 and cin == cout
+
     def forward(self, x):
         h = F.relu6(self._bn0(self._expand_conv(x))) if hasattr(self, "_expand_conv") else x
         h = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(h)))))
         return h + x if self.residual else h
 
+
 # (repeats, kernel, stride, expansion, in, out): efficientnet_lite_builder.py in tensorflow/tpu
-LITE0_BLOCKS = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-                (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+LITE0_BLOCKS = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+]
+
 
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 (Tan & Le 2019, EfficientNet; 'Lite' variant from tensorflow/tpu: ReLU6, no SE, fixed stem
     and head). Input float32 (batch, 3, 224, 224), normalised as in `imagenet_preprocess`; output logits
     (batch, 1000) over the ImageNet-1k classes. 4.65M parameters."""
+
     def __init__(self, num_classes: int = 1000):
         super().__init__()
         self._conv_stem, self._bn0 = SameConv(3, 32, 3, 2, bias=False), nn.BatchNorm2d(32, eps=1e-3, momentum=0.01)
-        self._blocks = nn.ModuleList(MBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, e)
-                                     for r, k, s, e, cin, cout in LITE0_BLOCKS for i in range(r))
+        self._blocks = nn.ModuleList(
+            MBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, e)
+            for r, k, s, e, cin, cout in LITE0_BLOCKS
+            for i in range(r)
+        )
         self._conv_head, self._bn1 = SameConv(320, 1280, 1, bias=False), nn.BatchNorm2d(1280, eps=1e-3, momentum=0.01)
         self._fc = nn.Linear(1280, num_classes)
+
     def forward(self, x):
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        for b in self._blocks: x = b(x)
+        for b in self._blocks:
+            x = b(x)
         return self._fc(F.relu6(self._bn1(self._conv_head(x))).mean((2, 3)))
 
 # %% ../nbs/07a_vision_speech.ipynb #f65acf29
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
+
 def imagenet_preprocess(image, size: int = 224) -> torch.Tensor:
     """An RGB uint8 image (H, W, 3) as a float32 tensor (3, size, size): shorter side resized to `size` * 256/224
     (bilinear, antialiased), centre crop, scaled to [0, 1], normalised with the ImageNet mean and std."""
     x = torch.as_tensor(np.asarray(image)).permute(2, 0, 1).float()[None] / 255
-    h, w = x.shape[-2:]; r = size * 256 / 224 / min(h, w)
+    h, w = x.shape[-2:]
+    r = size * 256 / 224 / min(h, w)
     x = F.interpolate(x, size=(round(h * r), round(w * r)), mode="bilinear", antialias=True, align_corners=False)
-    h, w = x.shape[-2:]; t, l = (h - size) // 2, (w - size) // 2
-    x = x[..., t:t + size, l:l + size]
+    h, w = x.shape[-2:]
+    t, l = (h - size) // 2, (w - size) // 2
+    x = x[..., t : t + size, l : l + size]
     return ((x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None])[0]
 
 # %% ../nbs/07a_vision_speech.ipynb #b5d44e1a
 _EFFNET: dict = {}
+
 
 def load_efficientnet(path=None) -> tuple:
     "(EfficientNetLite0 in eval mode with the pinned ImageNet weights, list of the 1,000 class names)."
     key = str(path)
     if key not in _EFFNET:
         m = EfficientNetLite0()
-        m.load_state_dict(torch.load(path or get("efficientnet_lite0"), map_location="cpu", weights_only=True), strict=True)
+        m.load_state_dict(
+            torch.load(path or get("efficientnet_lite0"), map_location="cpu", weights_only=True), strict=True
+        )
         _EFFNET[key] = (m.eval(), json.loads(Path(get("imagenet_classes")).read_text()))
     return _EFFNET[key]
+
 
 @torch.no_grad()
 def classify_images(images, k: int = 5, model=None) -> list[list[tuple[int, str, float]]]:
@@ -298,15 +388,20 @@ def box_iou(a: torch.Tensor, b: torch.Tensor, offset: float = 0.0, mode: str = "
     """Overlap matrix (len(a), len(b)) of boxes (x1, y1, x2, y2). `mode='union'`: intersection over union;
     `'min'`: intersection over the smaller area (MTCNN's last stage). `offset=1` counts pixels inclusively,
     width = x2 - x1 + 1, as the original MATLAB MTCNN code does; torchvision uses 0."""
-    if mode not in ("union", "min"): raise ValueError(f"mode must be 'union' or 'min', got {mode!r}")
+    if mode not in ("union", "min"):
+        raise ValueError(f"mode must be 'union' or 'min', got {mode!r}")
     area = lambda x: (x[:, 2] - x[:, 0] + offset) * (x[:, 3] - x[:, 1] + offset)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2]); rb = torch.minimum(a[:, None, 2:4], b[None, :, 2:4])
-    wh = (rb - lt + offset).clamp(min=0); inter = wh[..., 0] * wh[..., 1]
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:4], b[None, :, 2:4])
+    wh = (rb - lt + offset).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
     aa, ab = area(a)[:, None], area(b)[None, :]
     return inter / (aa + ab - inter) if mode == "union" else inter / torch.minimum(aa, ab)
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, mode: str = "union",
-        offset: float = 0.0) -> torch.Tensor:
+
+def nms(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, mode: str = "union", offset: float = 0.0
+) -> torch.Tensor:
     """Greedy non-maximum suppression (as in torchvision.ops.nms): visit boxes by decreasing score, keep a box
     unless it overlaps an already kept box by more than `iou_threshold`. boxes float (N, 4) as (x1, y1, x2, y2),
     scores (N,); returns int64 indices of kept boxes, highest score first. See `box_iou` for `mode`, `offset`."""
@@ -317,20 +412,24 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, mode: s
     removed = torch.zeros(len(order), dtype=torch.bool)
     keep = []
     for i in range(len(order)):
-        if removed[i]: continue
+        if removed[i]:
+            continue
         keep.append(i)
         removed |= iou[i] > iou_threshold
     return order[torch.tensor(keep, dtype=torch.long)]
 
+
 def batched_nms(boxes, scores, groups, iou_threshold, mode="union", offset=0.0) -> torch.Tensor:
     "NMS separately within each group id (e.g. image or scale), by shifting each group's boxes apart."
-    if boxes.numel() == 0: return torch.empty(0, dtype=torch.long)
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long)
     shift = groups.to(boxes)[:, None] * (boxes.max() + 1 + offset)
     return nms(boxes + shift, scores, iou_threshold, mode, offset)
 
 # %% ../nbs/07a_vision_speech.ipynb #46be3a1c
 class _Net(nn.Module):
     "P-, R- or O-Net of MTCNN (Zhang et al. 2016), layer names as in facenet-pytorch so its weights load."
+
     def __init__(self, kind: str):
         super().__init__()
         self.kind = kind
@@ -347,6 +446,7 @@ class _Net(nn.Module):
             self.conv3, self.prelu3, self.conv4, self.prelu4 = C(64, 64, 3), P(64), C(64, 128, 2), P(128)
             self.dense5, self.prelu5 = nn.Linear(1152, 256), P(256)
             self.dense6_1, self.dense6_2, self.dense6_3 = nn.Linear(256, 2), nn.Linear(256, 4), nn.Linear(256, 10)
+
     def forward(self, x):
         pool = lambda x, k, s: F.max_pool2d(x, k, s, ceil_mode=True)
         if self.kind == "pnet":
@@ -363,24 +463,34 @@ class _Net(nn.Module):
         x = self.prelu5(self.dense5(x))
         return self.dense6_2(x), self.dense6_3(x), self.dense6_1(x).softmax(1)
 
+
 def load_mtcnn(folder=None) -> tuple:
     "(pnet, rnet, onet) in eval mode with the pinned facenet-pytorch weights (`get('mtcnn')`)."
     folder = Path(folder or get("mtcnn"))
     nets = []
     for k in ("pnet", "rnet", "onet"):
-        n = _Net(k); n.load_state_dict(torch.load(folder / f"{k}.pt", map_location="cpu", weights_only=True), strict=True)
+        n = _Net(k)
+        n.load_state_dict(torch.load(folder / f"{k}.pt", map_location="cpu", weights_only=True), strict=True)
         nets.append(n.eval())
     return tuple(nets)
 
+
 def _square(b):
-    h, w = b[:, 3] - b[:, 1], b[:, 2] - b[:, 0]; l = torch.maximum(w, h)
-    b = b.clone(); b[:, 0] += w * .5 - l * .5; b[:, 1] += h * .5 - l * .5; b[:, 2:4] = b[:, :2] + l[:, None]
+    h, w = b[:, 3] - b[:, 1], b[:, 2] - b[:, 0]
+    l = torch.maximum(w, h)
+    b = b.clone()
+    b[:, 0] += w * 0.5 - l * 0.5
+    b[:, 1] += h * 0.5 - l * 0.5
+    b[:, 2:4] = b[:, :2] + l[:, None]
     return b
+
 
 def _regress(b, reg):
     w, h = b[:, 2] - b[:, 0] + 1, b[:, 3] - b[:, 1] + 1
-    b = b.clone(); b[:, :4] = b[:, :4] + reg * torch.stack([w, h, w, h], 1)
+    b = b.clone()
+    b[:, :4] = b[:, :4] + reg * torch.stack([w, h, w, h], 1)
     return b
+
 
 def _crops(img, boxes, size):
     H, W = img.shape[-2:]
@@ -388,8 +498,9 @@ def _crops(img, boxes, size):
     out = []
     for x1, y1, x2, y2 in b.tolist():
         x1, y1, x2, y2 = max(x1, 1), max(y1, 1), min(x2, W), min(y2, H)
-        out.append(F.interpolate(img[None, :, y1 - 1:y2, x1 - 1:x2], size=(size, size), mode="area"))
+        out.append(F.interpolate(img[None, :, y1 - 1 : y2, x1 - 1 : x2], size=(size, size), mode="area"))
     return (torch.cat(out) - 127.5) * 0.0078125
+
 
 @torch.no_grad()
 def detect_faces(image, nets=None, min_face_size: int = 20, thresholds=(0.6, 0.7, 0.7), factor: float = 0.709):
@@ -399,10 +510,15 @@ def detect_faces(image, nets=None, min_face_size: int = 20, thresholds=(0.6, 0.7
     landmarks float32 (n, 5, 2) = eyes, nose, mouth corners as (x, y)), most probable first."""
     pnet, rnet, onet = nets or load_mtcnn()
     img = torch.as_tensor(np.asarray(image)).permute(2, 0, 1).float()
-    if img.shape[0] != 3: raise ValueError(f"expected an RGB image (H, W, 3), got shape {tuple(np.asarray(image).shape)}")
+    if img.shape[0] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got shape {tuple(np.asarray(image).shape)}")
     H, W = img.shape[-2:]
-    m = 12.0 / min_face_size; minl = min(H, W) * m; scales = []
-    while minl >= 12: scales.append(m * factor ** len(scales)); minl *= factor
+    m = 12.0 / min_face_size
+    minl = min(H, W) * m
+    scales = []
+    while minl >= 12:
+        scales.append(m * factor ** len(scales))
+        minl *= factor
     # stage 1: P-Net slides over an image pyramid; each output cell is a 12x12 window of the scaled image
     found, scale_ids = [], []
     for si, s in enumerate(scales):
@@ -410,12 +526,16 @@ def detect_faces(image, nets=None, min_face_size: int = 20, thresholds=(0.6, 0.7
         reg, prob = pnet(x)
         mask = prob[0, 1] >= thresholds[0]
         yx = mask.nonzero().float()
-        if len(yx) == 0: continue
-        q1 = ((2 * yx.flip(1) + 1) / s).floor(); q2 = ((2 * yx.flip(1) + 12) / s).floor()
+        if len(yx) == 0:
+            continue
+        q1 = ((2 * yx.flip(1) + 1) / s).floor()
+        q2 = ((2 * yx.flip(1) + 12) / s).floor()
         b = torch.cat([q1, q2, prob[0, 1][mask][:, None], reg[0][:, mask].T], 1)
         b = b[nms(b[:, :4], b[:, 4], 0.5)]
-        found.append(b); scale_ids.append(torch.full((len(b),), si))
-    if not found: return torch.zeros(0, 5), torch.zeros(0, 5, 2)
+        found.append(b)
+        scale_ids.append(torch.full((len(b),), si))
+    if not found:
+        return torch.zeros(0, 5), torch.zeros(0, 5, 2)
     b = torch.cat(found)
     b = b[nms(b[:, :4], b[:, 4], 0.7)]
     w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
@@ -423,13 +543,17 @@ def detect_faces(image, nets=None, min_face_size: int = 20, thresholds=(0.6, 0.7
     # stage 2: R-Net rescores 24x24 crops and refines the boxes
     reg, prob = rnet(_crops(img, b, 24))
     keep = prob[:, 1] > thresholds[1]
-    b = torch.cat([b[keep, :4], prob[keep, 1:2]], 1); reg = reg[keep]
-    k = nms(b[:, :4], b[:, 4], 0.7); b = _square(_regress(b[k], reg[k]))
-    if len(b) == 0: return torch.zeros(0, 5), torch.zeros(0, 5, 2)
+    b = torch.cat([b[keep, :4], prob[keep, 1:2]], 1)
+    reg = reg[keep]
+    k = nms(b[:, :4], b[:, 4], 0.7)
+    b = _square(_regress(b[k], reg[k]))
+    if len(b) == 0:
+        return torch.zeros(0, 5), torch.zeros(0, 5, 2)
     # stage 3: O-Net on 48x48 crops: final score, box and five landmarks
     reg, pts, prob = onet(_crops(img, b, 48))
     keep = prob[:, 1] > thresholds[2]
-    b = torch.cat([b[keep, :4], prob[keep, 1:2]], 1); reg, pts = reg[keep], pts[keep]
+    b = torch.cat([b[keep, :4], prob[keep, 1:2]], 1)
+    reg, pts = reg[keep], pts[keep]
     w, h = b[:, 2] - b[:, 0] + 1, b[:, 3] - b[:, 1] + 1
     lm = torch.stack([w[:, None] * pts[:, :5] + b[:, :1] - 1, h[:, None] * pts[:, 5:] + b[:, 1:2] - 1], -1)
     b = _regress(b, reg)
@@ -437,8 +561,11 @@ def detect_faces(image, nets=None, min_face_size: int = 20, thresholds=(0.6, 0.7
     return b[k], lm[k]
 
 # %% ../nbs/07a_vision_speech.ipynb #84f908d3
-DCGAN_LICENSE = ("The DCGAN generator (PyPI gan-face-generate 1.1.1, code MIT) was trained on DigiFace-1M "
-                 "(Bae et al. 2023), whose licence allows NON-COMMERCIAL research use only: so do its generated images.")
+DCGAN_LICENSE = (
+    "The DCGAN generator (PyPI gan-face-generate 1.1.1, code MIT) was trained on DigiFace-1M "
+    "(Bae et al. 2023), whose licence allows NON-COMMERCIAL research use only: so do its generated images."
+)
+
 
 def load_dcgan(path=None, nz: int = 100, ngf: int = 64) -> nn.Module:
     """The DCGAN generator (Radford et al. 2016, layout of the PyTorch DCGAN tutorial): z (batch, 100, 1, 1)
@@ -446,13 +573,17 @@ def load_dcgan(path=None, nz: int = 100, ngf: int = 64) -> nn.Module:
     `DCGAN_LICENSE`)."""
     layers, c = [], nz
     for i, out in enumerate([ngf * 8, ngf * 4, ngf * 2, ngf]):
-        layers += [nn.ConvTranspose2d(c, out, 4, 1 if i == 0 else 2, 0 if i == 0 else 1, bias=False),
-                   nn.BatchNorm2d(out), nn.ReLU(True)]
+        layers += [
+            nn.ConvTranspose2d(c, out, 4, 1 if i == 0 else 2, 0 if i == 0 else 1, bias=False),
+            nn.BatchNorm2d(out),
+            nn.ReLU(True),
+        ]
         c = out
     g = nn.Sequential(*layers, nn.ConvTranspose2d(c, 3, 4, 2, 1, bias=False), nn.Tanh())
     sd = torch.load(path or get("dcgan_faces"), map_location="cpu", weights_only=True)["netG_state_dict"]
     g.load_state_dict({k.removeprefix("main."): v for k, v in sd.items()}, strict=True)
     return g.eval()
+
 
 @torch.no_grad()
 def generate_faces(n: int, seed: int = 0, generator=None) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Tests of `llmbook.evaluate` (chapter 09): frozen-feature probes, the learning-rate range test, temperature scaling,
 and the `llmbook.metrics` functions the chapter applies, against scikit-learn on a real model's predictions."""
+
 import numpy as np
 import pytest
 import torch
@@ -11,10 +12,11 @@ from llmbook import evaluate, metrics
 def test_mean_pooled_features_ignore_padding():
     from transformers import AutoModel, AutoTokenizer
     from llmbook.finetune import resolve_model
+
     d = resolve_model("minilm")
     model, tok = AutoModel.from_pretrained(d).eval(), AutoTokenizer.from_pretrained(d)
     texts = ["a fine film", "an overlong, joyless and badly acted sequel to a film nobody liked"]
-    batched = evaluate.mean_pooled_features(model, tok, texts, batch_size=2)        # first text padded
+    batched = evaluate.mean_pooled_features(model, tok, texts, batch_size=2)  # first text padded
     alone = np.concatenate([evaluate.mean_pooled_features(model, tok, [t]) for t in texts])
     assert batched.shape == (2, 384) and batched.dtype == np.float32
     assert np.allclose(batched, alone, atol=1e-5)
@@ -23,7 +25,8 @@ def test_mean_pooled_features_ignore_padding():
 
 def test_probe_accuracy_separable_and_chance():
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(200, 5)); y = (X[:, 0] > 0).astype(int)
+    X = rng.normal(size=(200, 5))
+    y = (X[:, 0] > 0).astype(int)
     assert evaluate.probe_accuracy(X[:150], y[:150], X[150:], y[150:]) >= 0.96
     y_rand = rng.integers(0, 2, 200)
     assert evaluate.probe_accuracy(X[:150], y_rand[:150], X[150:], y_rand[150:]) < 0.75
@@ -31,9 +34,10 @@ def test_probe_accuracy_separable_and_chance():
 
 def test_lr_range_test_schedule_and_divergence():
     torch.manual_seed(0)
-    X = torch.randn(64, 4); y = (X[:, 0] > 0).long()
+    X = torch.randn(64, 4)
+    y = (X[:, 0] > 0).long()
     model = torch.nn.Linear(4, 2)
-    batches = [(X[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    batches = [(X[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
     ce = lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1])
     r = evaluate.lr_range_test(model, batches, ce, min_lr=1e-5, max_lr=100.0, num_steps=60, diverge_factor=1e9)
     gamma = (100.0 / 1e-5) ** (1 / 59)
@@ -41,24 +45,27 @@ def test_lr_range_test_schedule_and_divergence():
     assert 1e-5 <= r["lr_steepest"] <= 100.0 and r["lr_min_div10"] <= 10.0
     # divergence: loss w^2 under Adam, whose steps have size ~lr, so the loss grows like lr^2 once lr > |w|
     w = torch.nn.Linear(1, 1, bias=False)
-    with torch.no_grad(): w.weight.fill_(1.0)
-    sq = lambda m, b: (m.weight ** 2).sum()
+    with torch.no_grad():
+        w.weight.fill_(1.0)
+    sq = lambda m, b: (m.weight**2).sum()
     d = evaluate.lr_range_test(w, [None], sq, min_lr=1e-4, max_lr=1e3, num_steps=80)
     n = len(d["lrs"])
-    assert n < 80                                                   # stopped before the end of the schedule
+    assert n < 80  # stopped before the end of the schedule
     assert d["smoothed"][-1] > 4 * np.min(d["smoothed"][:-1]) or not np.isfinite(d["smoothed"][-1])
     # bias-corrected smoothing, by hand
     s, out = 0.0, []
     for k, l in enumerate(r["losses"]):
-        s = 0.9 * s + 0.1 * l; out.append(s / (1 - 0.9 ** (k + 1)))
+        s = 0.9 * s + 0.1 * l
+        out.append(s / (1 - 0.9 ** (k + 1)))
     assert np.allclose(out, r["smoothed"])
-    with pytest.raises(ValueError): evaluate.lr_range_test(model, batches, ce, min_lr=1.0, max_lr=0.1)
+    with pytest.raises(ValueError):
+        evaluate.lr_range_test(model, batches, ce, min_lr=1.0, max_lr=0.1)
 
 
 def test_fit_temperature_recovers_known_temperature():
     rng = np.random.default_rng(0)
     z = rng.normal(scale=3.0, size=(8000, 3))
-    p = torch.softmax(torch.tensor(z) / 2.5, -1).numpy()             # labels drawn with temperature 2.5
+    p = torch.softmax(torch.tensor(z) / 2.5, -1).numpy()  # labels drawn with temperature 2.5
     y = np.array([rng.choice(3, p=row) for row in p])
     T = evaluate.fit_temperature(z, y)
     assert abs(T - 2.5) < 0.2
@@ -73,6 +80,7 @@ def real_predictions():
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from llmbook import data
+
     s = data.rotten_tomatoes_splits(seed=42, max_train_examples=1000, max_eval_examples=400)
     vec = TfidfVectorizer().fit(s["train"]["text"])
     clf = LogisticRegression(max_iter=2000).fit(vec.transform(s["train"]["text"]), s["train"]["label"])
@@ -94,6 +102,7 @@ def test_metrics_used_in_chapter_equal_sklearn(real_predictions):
 
 def test_calibration_and_bootstrap_used_in_chapter(real_predictions):
     from sklearn.calibration import calibration_curve
+
     y, yhat, p = real_predictions
     ece = metrics.expected_calibration_error(p, y, n_bins=10)
     frac, conf = calibration_curve(yhat == y, p.max(1), n_bins=10, strategy="uniform")

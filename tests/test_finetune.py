@@ -2,6 +2,7 @@
 
 Each CLI run is kept small (a few hundred examples, short inputs) so the whole file takes a few minutes on 2 cores.
 """
+
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
@@ -12,8 +13,19 @@ from llmbook import finetune as ft
 from llmbook.data import DataError
 
 LLMBOOK = [sys.executable, "-c", "import sys; from llmbook.cli import main; sys.exit(main())"]
-SMALL = ["--max-train-examples", "96", "--max-length", "32", "--batch-size", "16", "--epochs", "1",
-         "--no-progress", "--profile", "fast"]
+SMALL = [
+    "--max-train-examples",
+    "96",
+    "--max-length",
+    "32",
+    "--batch-size",
+    "16",
+    "--epochs",
+    "1",
+    "--no-progress",
+    "--profile",
+    "fast",
+]
 
 
 def run_cli(*args, env=None, timeout=900):
@@ -22,12 +34,20 @@ def run_cli(*args, env=None, timeout=900):
 
 
 def write(path: Path, text: str, encoding="utf-8") -> Path:
-    path.write_bytes(text.encode(encoding)); return path
+    path.write_bytes(text.encode(encoding))
+    return path
 
 
 # ---------------------------------------------------------------- strategies
-@pytest.mark.parametrize("strategy,expected", [("head", 770), ("last-k", 770 + 2 * 1_774_464 + 147_840),
-                                               ("full", 22_713_216 + 770), ("lora", 770 + 6 * 2 * 8 * 768)])
+@pytest.mark.parametrize(
+    "strategy,expected",
+    [
+        ("head", 770),
+        ("last-k", 770 + 2 * 1_774_464 + 147_840),
+        ("full", 22_713_216 + 770),
+        ("lora", 770 + 6 * 2 * 8 * 768),
+    ],
+)
 def test_trainable_parameter_counts(strategy, expected):
     model, _ = ft.load_classifier("minilm", ["rotten", "fresh"])
     model = ft.apply_strategy(model, strategy, last_k=2)
@@ -36,6 +56,7 @@ def test_trainable_parameter_counts(strategy, expected):
 
 def test_head_strategy_optimizer_holds_only_trainable_and_frozen_stay_eval():
     from llmbook.train import make_optimizer
+
     model, tok = ft.load_classifier("minilm", ["rotten", "fresh"])
     model = ft.apply_strategy(model, "head")
     opt = make_optimizer(model, 1e-3, 0.01)
@@ -50,23 +71,29 @@ def test_head_strategy_optimizer_holds_only_trainable_and_frozen_stay_eval():
 
 def test_unknown_strategy_and_bad_k():
     model, _ = ft.load_classifier("minilm", ["a", "b"])
-    with pytest.raises(ft.FinetuneError, match="unknown strategy"): ft.apply_strategy(model, "partial")
-    with pytest.raises(ft.FinetuneError, match="1..6"): ft.apply_strategy(model, "last-k", last_k=9)
+    with pytest.raises(ft.FinetuneError, match="unknown strategy"):
+        ft.apply_strategy(model, "partial")
+    with pytest.raises(ft.FinetuneError, match="1..6"):
+        ft.apply_strategy(model, "last-k", last_k=9)
 
 
 # ---------------------------------------------------------------- bad input
 def test_model_path_that_is_not_a_model(tmp_path):
     (tmp_path / "notamodel").mkdir()
-    with pytest.raises(ft.FinetuneError, match="not a model folder"): ft.resolve_model(str(tmp_path / "notamodel"))
+    with pytest.raises(ft.FinetuneError, match="not a model folder"):
+        ft.resolve_model(str(tmp_path / "notamodel"))
     r = run_cli("finetune", "--model", str(tmp_path / "notamodel"), "--output-dir", str(tmp_path / "o"), *SMALL)
     assert r.returncode == 2 and "not a model folder" in r.stderr
 
 
-@pytest.mark.parametrize("content,encoding,match", [
-    ("review,label\ngood,pos\nbad,neg\n", "utf-8", "no column 'text'.*columns found: \\['review', 'label'\\]"),
-    ("text,label\ngood,pos\nfine,pos\n", "utf-8", "only one class"),
-    ("text,label\ngood,1\ncaf\u00e9 au lait,0\n", "latin-1", "not UTF-8: line 3"),
-])
+@pytest.mark.parametrize(
+    "content,encoding,match",
+    [
+        ("review,label\ngood,pos\nbad,neg\n", "utf-8", "no column 'text'.*columns found: \\['review', 'label'\\]"),
+        ("text,label\ngood,pos\nfine,pos\n", "utf-8", "only one class"),
+        ("text,label\ngood,1\ncaf\u00e9 au lait,0\n", "latin-1", "not UTF-8: line 3"),
+    ],
+)
 def test_bad_files_give_clear_errors(tmp_path, content, encoding, match):
     f = write(tmp_path / "d.csv", content, encoding)
     with pytest.raises(DataError, match=match):
@@ -75,14 +102,19 @@ def test_bad_files_give_clear_errors(tmp_path, content, encoding, match):
 
 def test_unknown_labels_in_evaluate_file(tmp_path):
     from llmbook.data import load_labeled_file
+
     f = write(tmp_path / "d.csv", "text,label\ngood,fresh\nbad,meh\n")
     with pytest.raises(DataError, match=r"labels \['meh'\] are not in the label set"):
         load_labeled_file(f, label_names=["rotten", "fresh"])
 
 
 def test_empty_texts_dropped_and_long_texts_truncated(tmp_path):
-    rows = ["text,label"] + [f"{'great ' * 2000}film {i},pos" for i in range(20)] + \
-           [f"boring {i},neg" for i in range(20)] + [",pos", "   ,neg"]
+    rows = (
+        ["text,label"]
+        + [f"{'great ' * 2000}film {i},pos" for i in range(20)]
+        + [f"boring {i},neg" for i in range(20)]
+        + [",pos", "   ,neg"]
+    )
     f = write(tmp_path / "d.jsonl" if False else tmp_path / "d.csv", "\n".join(rows) + "\n")
     tok = ft.load_classifier("minilm", ["neg", "pos"])[1]
     with pytest.warns(UserWarning, match="dropped 2 row"):
@@ -93,9 +125,12 @@ def test_empty_texts_dropped_and_long_texts_truncated(tmp_path):
 
 
 def test_output_dir_holding_another_run_is_refused_then_moved_aside(tmp_path):
-    out = tmp_path / "run"; out.mkdir(); (out / "precious.txt").write_text("keep me")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
     args = ft.FinetuneArgs(output_dir=str(out))
-    with pytest.raises(ft.FinetuneError, match="already holds"): ft.check_output_dir(args)
+    with pytest.raises(ft.FinetuneError, match="already holds"):
+        ft.check_output_dir(args)
     assert (out / "precious.txt").read_text() == "keep me"
     assert ft.check_output_dir(ft.FinetuneArgs(output_dir=str(out), overwrite=True)) == "new"
     moved = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
@@ -112,7 +147,7 @@ def fast_run(tmp_path_factory):
     return out, r
 
 
-FAST_FLOOR = 0.70   # measured: see the fine-tuning chapter; TF-IDF on the same 1,000 examples gets about 0.63
+FAST_FLOOR = 0.70  # measured: see the fine-tuning chapter; TF-IDF on the same 1,000 examples gets about 0.63
 
 
 def test_fast_profile_reaches_floor_and_writes_the_folder(fast_run):
@@ -121,12 +156,25 @@ def test_fast_profile_reaches_floor_and_writes_the_folder(fast_run):
     assert m["train_examples"] == 1000 and m["test"]["examples"] == 500
     assert m["test"]["accuracy"] >= FAST_FLOOR, m["test"]["accuracy"]
     assert np.array(m["test"]["confusion_matrix"]).sum() == 500
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "run_settings.json", "history.json",
-              "training_curves.png", "confusion_matrix.png", "README.md"]:
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "run_settings.json",
+        "history.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+        "README.md",
+    ]:
         assert (out / f).is_file(), f
     assert not (out / "checkpoints").exists()
-    umask = os.umask(0); os.umask(umask)                 # the weights are as readable as the other files
-    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask == (out / "config.json").stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)  # the weights are as readable as the other files
+    assert (
+        (out / "model.safetensors").stat().st_mode & 0o777
+        == 0o666 & ~umask
+        == (out / "config.json").stat().st_mode & 0o777
+    )
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers") and "## Limitations" in card and "## Intended use" in card
     assert "Test split" in r.stdout and "TF-IDF" in r.stdout
@@ -134,12 +182,14 @@ def test_fast_profile_reaches_floor_and_writes_the_folder(fast_run):
 
 def test_folder_loads_in_plain_transformers_and_predict_agrees(fast_run):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     out, _ = fast_run
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     tok = AutoTokenizer.from_pretrained(out)
     assert model.config.id2label == {0: "rotten", 1: "fresh"}
     texts = ["A wonderful, moving film.", "Tedious and badly acted."]
-    with torch.no_grad(): p = torch.softmax(model(**tok(texts, return_tensors="pt", padding=True)).logits, -1)
+    with torch.no_grad():
+        p = torch.softmax(model(**tok(texts, return_tensors="pt", padding=True)).logits, -1)
     r = run_cli("predict", str(out), *texts, "--json")
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
@@ -149,19 +199,28 @@ def test_folder_loads_in_plain_transformers_and_predict_agrees(fast_run):
 
 def test_evaluate_command_matches_metrics_json(fast_run, tmp_path):
     from llmbook.data import rotten_tomatoes_splits, subsample
+
     out, _ = fast_run
     test = subsample(rotten_tomatoes_splits(seed=42), 0, 500, 42)["test"]
     f = tmp_path / "test.jsonl"
-    f.write_text("\n".join(json.dumps({"review": t, "verdict": ["rotten", "fresh"][l]})
-                           for t, l in zip(test["text"], test["label"])) + "\n")
-    r = run_cli("evaluate", str(out), "--data", str(f), "--text-column", "review", "--label-column", "verdict", "--json")
+    f.write_text(
+        "\n".join(
+            json.dumps({"review": t, "verdict": ["rotten", "fresh"][l]}) for t, l in zip(test["text"], test["label"])
+        )
+        + "\n"
+    )
+    r = run_cli(
+        "evaluate", str(out), "--data", str(f), "--text-column", "review", "--label-column", "verdict", "--json"
+    )
     assert r.returncode == 0, r.stderr
     got, saved = json.loads(r.stdout), json.loads((out / "metrics.json").read_text())["test"]
     assert got["confusion_matrix"] == saved["confusion_matrix"]
     assert abs(got["accuracy"] - saved["accuracy"]) < 1e-12
     # a text over --max-length is counted and noted, as predict does
     g = write(tmp_path / "long.csv", "review,verdict\n" + "great " * 300 + ",fresh\nawful,rotten\n")
-    r = run_cli("evaluate", str(out), "--data", str(g), "--text-column", "review", "--label-column", "verdict", "--json")
+    r = run_cli(
+        "evaluate", str(out), "--data", str(g), "--text-column", "review", "--label-column", "verdict", "--json"
+    )
     assert r.returncode == 0 and json.loads(r.stdout)["truncated"] == 1 and got["truncated"] == 0
     assert "1 text(s) longer than --max-length 128 tokens were truncated" in r.stderr
 
@@ -176,20 +235,40 @@ def test_second_run_into_same_folder_is_refused(fast_run):
 
 def test_killed_run_resumes_to_identical_metrics(tmp_path):
     "SIGKILL mid-training, then --resume: the metrics equal an uninterrupted run's (CPU, bitwise weights)."
-    common = ["--strategy", "last-k", "--last-k", "1", "--max-train-examples", "192", "--max-length", "32",
-              "--batch-size", "16", "--epochs", "2", "--save-every-steps", "3", "--no-progress", "--profile", "fast"]
+    common = [
+        "--strategy",
+        "last-k",
+        "--last-k",
+        "1",
+        "--max-train-examples",
+        "192",
+        "--max-length",
+        "32",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--save-every-steps",
+        "3",
+        "--no-progress",
+        "--profile",
+        "fast",
+    ]
     ref = run_cli("finetune", "--output-dir", str(tmp_path / "ref"), *common)
     assert ref.returncode == 0, ref.stderr[-3000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen(LLMBOOK + ["finetune", "--output-dir", str(out), *common],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        LLMBOOK + ["finetune", "--output-dir", str(out), *common], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 600
-    while time.time() < deadline:       # wait for the second complete checkpoint, then kill hard
+    while time.time() < deadline:  # wait for the second complete checkpoint, then kill hard
         cks = [p for p in (out / "checkpoints").glob("step-*")] if (out / "checkpoints").exists() else []
-        if len(cks) >= 2 or proc.poll() is not None: break
+        if len(cks) >= 2 or proc.poll() is not None:
+            break
         time.sleep(0.2)
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-    os.kill(proc.pid, signal.SIGKILL); proc.wait()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
     assert not (out / "metrics.json").exists()
     res = run_cli("finetune", "--output-dir", str(out), "--resume", *common)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -198,28 +277,35 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path):
     b = json.loads((out / "metrics.json").read_text())
     assert a["test"] == b["test"] and a["validation"] == b["validation"] and a["global_step"] == b["global_step"]
     from safetensors.torch import load_file
+
     wa, wb = load_file(tmp_path / "ref" / "model.safetensors"), load_file(out / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_refused_folder_keeps_no_lock_file_and_empty_files_are_clear_errors(tmp_path):
-    out = tmp_path / "done"; out.mkdir()
-    (out / "metrics.json").write_text("{}"); (out / "run_settings.json").write_text("{}")
+    out = tmp_path / "done"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    (out / "run_settings.json").write_text("{}")
     with pytest.raises(ft.FinetuneError, match="already holds a finished run"):
         ft.finetune(ft.FinetuneArgs(output_dir=str(out)))
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "run_settings.json"]     # no .llmbook.lock
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "run_settings.json"]  # no .llmbook.lock
     for name, content in [("allempty.csv", "body,tag\n ,a\n,b\n"), ("header.csv", "body,tag\n")]:
         with pytest.raises(DataError, match="no row with a non-empty text in column 'body'"):
             ft.prepare_data(None, data=str(write(tmp_path / name, content)), text_column="body", label_column="tag")
 
 
 def test_resume_with_different_settings_is_refused(tmp_path):
-    out = tmp_path / "r"; out.mkdir()
-    (out / "run_settings.json").write_text(json.dumps({"args": ft.asdict(ft.FinetuneArgs(output_dir=str(out), lr=1e-4))}))
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "run_settings.json").write_text(
+        json.dumps({"args": ft.asdict(ft.FinetuneArgs(output_dir=str(out), lr=1e-4))})
+    )
     with pytest.raises(ft.FinetuneError, match="lr was 0.0001, now 0.001"):
         ft.check_output_dir(ft.FinetuneArgs(output_dir=str(out), lr=1e-3, resume=True))
     # a run saved before a setting existed (here optim, group_by_length) resumes under that setting's default only
-    saved = ft.asdict(ft.FinetuneArgs(output_dir=str(out))); del saved["optim"], saved["group_by_length"]
+    saved = ft.asdict(ft.FinetuneArgs(output_dir=str(out)))
+    del saved["optim"], saved["group_by_length"]
     (out / "run_settings.json").write_text(json.dumps({"args": saved}))
     assert ft.check_output_dir(ft.FinetuneArgs(output_dir=str(out), resume=True)) == "resume"
     with pytest.raises(ft.FinetuneError, match="optim was 'adamw_llmbook', now 'adamw_torch_fused'"):
@@ -235,33 +321,46 @@ def test_lora_saves_adapter_and_merged_model(tmp_path):
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "model.safetensors").is_file()
     from transformers import AutoModelForSequenceClassification
     from peft import PeftModel
+
     merged = AutoModelForSequenceClassification.from_pretrained(out).eval()
     base = AutoModelForSequenceClassification.from_pretrained(ft.resolve_model("minilm"), num_labels=2)
     adapted = PeftModel.from_pretrained(base, out / "adapter").eval()
     tok = ft.load_folder(out)[1]
     enc = tok(["it was fine"], return_tensors="pt")
-    with torch.no_grad(): assert torch.allclose(merged(**enc).logits, adapted(**enc).logits, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(merged(**enc).logits, adapted(**enc).logits, atol=1e-5)
     assert not any("lora" in k for k in merged.state_dict())
 
 
 def test_accelerate_cpu_trap_is_refused(tmp_path):
-    r = run_cli("finetune", "--output-dir", str(tmp_path / "o"), *SMALL,
-                env={"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511", "ACCELERATE_USE_CPU": "True"})
+    r = run_cli(
+        "finetune",
+        "--output-dir",
+        str(tmp_path / "o"),
+        *SMALL,
+        env={"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511", "ACCELERATE_USE_CPU": "True"},
+    )
     assert r.returncode == 2 and "silently runs ONE process" in r.stderr
 
 
 def test_two_runs_cannot_write_one_output_dir(tmp_path):
     out = tmp_path / "shared"
-    held = ft.lock_output_dir(out)            # as if another `llmbook finetune` were running there
+    held = ft.lock_output_dir(out)  # as if another `llmbook finetune` were running there
     try:
         r = run_cli("finetune", "--output-dir", str(out), *SMALL)
         assert r.returncode == 2 and "another llmbook process" in r.stderr and str(os.getpid()) in r.stderr
-    finally: held.close()
+    finally:
+        held.close()
 
 
-@pytest.mark.parametrize("flags,match", [(["--epochs", "0"], "epochs (--epochs) must be >= 1"),
-                                         (["--warmup-ratio", "1.5"], "warmup_ratio (--warmup-ratio) must be in"),
-                                         (["--save-every-steps", "0"], "save_every_steps (--save-every-steps) must be >= 1")])
+@pytest.mark.parametrize(
+    "flags,match",
+    [
+        (["--epochs", "0"], "epochs (--epochs) must be >= 1"),
+        (["--warmup-ratio", "1.5"], "warmup_ratio (--warmup-ratio) must be in"),
+        (["--save-every-steps", "0"], "save_every_steps (--save-every-steps) must be >= 1"),
+    ],
+)
 def test_bad_settings_fail_before_anything_is_written(tmp_path, flags, match):
     out = tmp_path / "o"
     base = [f for f in SMALL if f not in ("--epochs", "1")]
@@ -274,7 +373,7 @@ def test_predict_options_texts_order_encoding_and_truncation_note(fast_run, tmp_
     out, _ = fast_run
     texts = ["A wonderful, moving film.", "Tedious and badly acted."]
     before = json.loads(run_cli("predict", str(out), *texts, "--json").stdout)
-    after = run_cli("predict", str(out), "--json", *texts)           # texts after an option are still texts
+    after = run_cli("predict", str(out), "--json", *texts)  # texts after an option are still texts
     assert after.returncode == 0, after.stderr
     assert json.loads(after.stdout) == before and len(before) == 2
     bad = write(tmp_path / "latin1.txt", "good film\ncafé crème\n", encoding="latin-1")
@@ -283,7 +382,7 @@ def test_predict_options_texts_order_encoding_and_truncation_note(fast_run, tmp_
     r = run_cli("predict", str(out), "great " * 400)
     assert r.returncode == 0 and "1 text(s) longer than --max-length 128 tokens were truncated" in r.stderr
     assert [g["truncated"] for g in before] == [False, False]
-    got = ft.predict(out, ["great " * 126, "great " * 127], max_length=128)   # + [CLS] and [SEP]: 128 and 129 tokens
+    got = ft.predict(out, ["great " * 126, "great " * 127], max_length=128)  # + [CLS] and [SEP]: 128 and 129 tokens
     assert [g["truncated"] for g in got] == [False, True]
 
 

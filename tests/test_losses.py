@@ -1,6 +1,7 @@
 """llmbook.losses against torch.nn.functional: values and gradients on random inputs (several shapes, float32 and
 float64), hand-computed small cases, and the edge cases people get wrong. The chapter (nbs/03_losses.ipynb) teaches;
 these tests cover the full matrix."""
+
 import math
 import warnings
 
@@ -9,9 +10,18 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from llmbook.losses import (REDUCTIONS, binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_backward,
-                            cross_entropy, cross_entropy_backward, log_softmax, mean_denominator, mse_loss,
-                            mse_loss_backward, with_hand_gradient)
+from llmbook.losses import (
+    REDUCTIONS,
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_backward,
+    cross_entropy,
+    cross_entropy_backward,
+    log_softmax,
+    mean_denominator,
+    mse_loss,
+    mse_loss_backward,
+    with_hand_gradient,
+)
 
 DTYPES = [torch.float32, torch.float64]
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-12)}
@@ -19,7 +29,8 @@ TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-12
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
 
@@ -32,7 +43,8 @@ def compare(ours, theirs, x, *args, dtype, **kw):
     assert la.shape == lb.shape and la.dtype == lb.dtype
     assert torch.allclose(la, lb, equal_nan=True, **TOL[dtype]), (la, lb)
     up = torch.randn_like(la)
-    (la * up).sum().backward(); (lb * up).sum().backward()
+    (la * up).sum().backward()
+    (lb * up).sum().backward()
     assert torch.allclose(xa.grad, xb.grad, **TOL[dtype]), (xa.grad - xb.grad).abs().max()
     return la
 
@@ -53,16 +65,19 @@ def test_mse_random(reduction, shape, dtype):
 
 def test_mse_hand_and_broadcasting():
     assert mse_loss(torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.0, 0.0, 1.0])).item() == pytest.approx(13 / 3)
-    assert mse_loss(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0]), weight=torch.tensor([3.0, 1.0])).item() \
-        == pytest.approx((3 * 1 + 1 * 4) / 4)
+    assert mse_loss(
+        torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0]), weight=torch.tensor([3.0, 1.0])
+    ).item() == pytest.approx((3 * 1 + 1 * 4) / 4)
     x, y = torch.randn(4, 1), torch.randn(4)
     with pytest.warns(UserWarning, match="different to the input size"):
         ours = mse_loss(x, y, reduction="none")
     with pytest.warns(UserWarning):
         theirs = F.mse_loss(x, y, reduction="none")
     assert ours.shape == (4, 4) and torch.allclose(ours, theirs)
-    with pytest.raises(ValueError, match="same size"): mse_loss(x, x, weight=torch.ones(4))
-    with pytest.raises(ValueError, match="not a valid value for reduction"): mse_loss(x, x, reduction="avg")
+    with pytest.raises(ValueError, match="same size"):
+        mse_loss(x, x, weight=torch.ones(4))
+    with pytest.raises(ValueError, match="not a valid value for reduction"):
+        mse_loss(x, x, reduction="avg")
     # deprecated flags behave like torch's
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -77,20 +92,30 @@ def test_bce_random(reduction, shape, dtype):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(shape, generator=g, dtype=dtype) * 10
     t = torch.rand(shape, generator=g, dtype=dtype)
-    compare(binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, x, t, dtype=dtype,
-            reduction=reduction)
+    compare(
+        binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, x, t, dtype=dtype, reduction=reduction
+    )
     w = torch.rand(shape, generator=g, dtype=dtype)
     pw = torch.rand(shape[-1:], generator=g, dtype=dtype) * 3
-    compare(binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, x, t, w, dtype=dtype,
-            reduction=reduction, pos_weight=pw)
+    compare(
+        binary_cross_entropy_with_logits,
+        F.binary_cross_entropy_with_logits,
+        x,
+        t,
+        w,
+        dtype=dtype,
+        reduction=reduction,
+        pos_weight=pw,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bce_extreme_logits_and_zero(dtype):
     x = torch.tensor([-1e4, -100.0, -30.0, -1e-8, 0.0, 1e-8, 30.0, 100.0, 1e4], dtype=dtype)
     for t in (torch.zeros_like(x), torch.ones_like(x), torch.full_like(x, 0.3)):
-        out = compare(binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, x, t, dtype=dtype,
-                      reduction="none")
+        out = compare(
+            binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits, x, t, dtype=dtype, reduction="none"
+        )
         assert torch.isfinite(out).all()
     # exact hand values: x = 0 gives log 2 whatever the target; gradient at 0 is 0.5 - y
     z = torch.zeros(2, dtype=dtype, requires_grad=True)
@@ -122,10 +147,20 @@ def test_cross_entropy_indices_random(ishape, tshape, dtype, reduction, label_sm
     C = ishape[0] if len(ishape) == 1 else ishape[1]
     z = torch.randn(ishape, generator=g, dtype=dtype) * 4
     y = torch.randint(0, C, tshape, generator=g)
-    if y.numel() > 1: y.view(-1)[0] = ignore_index
+    if y.numel() > 1:
+        y.view(-1)[0] = ignore_index
     w = torch.rand(C, generator=g, dtype=dtype) + 0.1 if weighted else None
-    compare(cross_entropy, F.cross_entropy, z, y, w, dtype=dtype, reduction=reduction, ignore_index=ignore_index,
-            label_smoothing=label_smoothing)
+    compare(
+        cross_entropy,
+        F.cross_entropy,
+        z,
+        y,
+        w,
+        dtype=dtype,
+        reduction=reduction,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -144,17 +179,18 @@ def test_cross_entropy_probabilities_random(ishape, tshape, dtype, reduction, la
 
 def test_cross_entropy_hand_values():
     z = torch.tensor([[2.0, 1.0, 0.0]], dtype=torch.float64)
-    assert cross_entropy(z, torch.tensor([0])).item() == pytest.approx(-2 + math.log(math.e ** 2 + math.e + 1))
+    assert cross_entropy(z, torch.tensor([0])).item() == pytest.approx(-2 + math.log(math.e**2 + math.e + 1))
     # weighted mean divides by the weights of the targets present: (w0*l0 + w2*l2) / (w0 + w2)
     z = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [5.0, 5.0, 5.0]], dtype=torch.float64)
     y = torch.tensor([0, 2, -100])
     w = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
-    l0 = math.log(3); l2 = -0.0 + math.log(math.e + 2)
+    l0 = math.log(3)
+    l2 = -0.0 + math.log(math.e + 2)
     assert cross_entropy(z, y, w).item() == pytest.approx((1 * l0 + 3 * l2) / (1 + 3), rel=1e-14)
     assert cross_entropy(z, y, w, reduction="sum").item() == pytest.approx(l0 + 3 * l2, rel=1e-14)
     # label smoothing: the ignored row is excluded from the smoothing term and from the denominator
     eps = 0.3
-    s0 = 3 * math.log(3)                                    # sum_c -log p_c for row 0
+    s0 = 3 * math.log(3)  # sum_c -log p_c for row 0
     lp1 = [1 - math.log(math.e + 2), -math.log(math.e + 2), -math.log(math.e + 2)]
     s1 = -sum(lp1)
     expect = (1 - eps) * (l0 + l2) / 2 + eps / 3 * (s0 + s1) / 2
@@ -189,7 +225,9 @@ def test_extreme_logits():
 def test_mean_denominator_matches_mean():
     g = torch.Generator().manual_seed(4)
     z = torch.randn(6, 4, 3, generator=g)
-    y = torch.randint(0, 4, (6, 3), generator=g); y[0] = -100; y[2, 1] = -100
+    y = torch.randint(0, 4, (6, 3), generator=g)
+    y[0] = -100
+    y[2, 1] = -100
     w = torch.rand(4, generator=g)
     for weight in (None, w):
         s = cross_entropy(z, y, weight, reduction="sum")
@@ -199,15 +237,20 @@ def test_mean_denominator_matches_mean():
 
 def test_cross_entropy_errors():
     z = torch.randn(4, 3)
-    with pytest.raises(ValueError, match=r"must have shape \(4,\)"): cross_entropy(z, torch.zeros(4, 1).long())
-    with pytest.raises(ValueError, match="probability targets"): cross_entropy(z, torch.rand(4, 2))
-    with pytest.raises(IndexError, match="out of bounds"): cross_entropy(z, torch.tensor([0, 1, 3, 0]))
-    with pytest.raises(IndexError, match="out of bounds"): cross_entropy(z, torch.tensor([0, 1, -1, 0]))
-    with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"): cross_entropy(z, torch.zeros(4).long(),
-                                                                                         torch.ones(4))
-    with pytest.raises(ValueError, match="label_smoothing"): cross_entropy(z, torch.zeros(4).long(),
-                                                                           label_smoothing=1.5)
-    with pytest.raises(ValueError, match="0-d"): cross_entropy(torch.tensor(1.0), torch.tensor(0))
+    with pytest.raises(ValueError, match=r"must have shape \(4,\)"):
+        cross_entropy(z, torch.zeros(4, 1).long())
+    with pytest.raises(ValueError, match="probability targets"):
+        cross_entropy(z, torch.rand(4, 2))
+    with pytest.raises(IndexError, match="out of bounds"):
+        cross_entropy(z, torch.tensor([0, 1, 3, 0]))
+    with pytest.raises(IndexError, match="out of bounds"):
+        cross_entropy(z, torch.tensor([0, 1, -1, 0]))
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
+        cross_entropy(z, torch.zeros(4).long(), torch.ones(4))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        cross_entropy(z, torch.zeros(4).long(), label_smoothing=1.5)
+    with pytest.raises(ValueError, match="0-d"):
+        cross_entropy(torch.tensor(1.0), torch.tensor(0))
 
 
 # ---- hand-derived gradients ---------------------------------------------------------------------------------------
@@ -246,8 +289,9 @@ def test_gradcheck_cross_entropy(reduction, label_smoothing, weighted, probabili
     if probabilities:
         t = torch.softmax(torch.randn(ishape, generator=g, **f64), cd)
     else:
-        t = torch.randint(0, 5, ishape[:cd] + ishape[cd + 1:], generator=g)
-        if t.numel() > 1: t.view(-1)[-1] = -100
+        t = torch.randint(0, 5, ishape[:cd] + ishape[cd + 1 :], generator=g)
+        if t.numel() > 1:
+            t.view(-1)[-1] = -100
     w = torch.rand(5, generator=g, **f64) + 0.1 if weighted else None
     kw = dict(weight=w, reduction=reduction, label_smoothing=label_smoothing)
     h = with_hand_gradient(cross_entropy, cross_entropy_backward)

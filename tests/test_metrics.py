@@ -4,6 +4,7 @@ Random cases: 180 seeds over the tests, 2..6 classes, every average, every zero_
 scikit-learn's to 1e-12 with NaNs in the same places and the same UndefinedMetricWarning messages. Edge cases one by
 one: a class never predicted, no positives, a class absent from y_true, all correct, all wrong, a single example.
 """
+
 import math
 import warnings
 
@@ -26,11 +27,15 @@ def _random_case(seed):
     rng = np.random.default_rng(seed)
     C, N = int(rng.integers(2, 7)), int(rng.integers(1, 80))
     yt = rng.integers(0, C, N)
-    if seed % 3 == 0: yt = rng.choice(rng.permutation(C)[: rng.integers(1, C + 1)], N)   # classes absent from y_true
-    yp = rng.choice(rng.permutation(C)[: rng.integers(1, C + 1)], N)                    # classes never predicted
-    if seed % 11 == 0: yp = yt.copy()                                                   # all correct
-    if seed % 13 == 0: yp = (yt + 1) % C                                                # all wrong
-    if seed % 4 == 0: yp = np.where(rng.random(N) < 0.6, yt, yp)                        # mostly right
+    if seed % 3 == 0:
+        yt = rng.choice(rng.permutation(C)[: rng.integers(1, C + 1)], N)  # classes absent from y_true
+    yp = rng.choice(rng.permutation(C)[: rng.integers(1, C + 1)], N)  # classes never predicted
+    if seed % 11 == 0:
+        yp = yt.copy()  # all correct
+    if seed % 13 == 0:
+        yp = (yt + 1) % C  # all wrong
+    if seed % 4 == 0:
+        yp = np.where(rng.random(N) < 0.6, yt, yp)  # mostly right
     return yt, yp, C
 
 
@@ -39,7 +44,9 @@ def _run(fn, *args, **kw):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = fn(*args, **kw)
-    msgs = [str(w.message) for w in caught if issubclass(w.category, (M.UndefinedMetricWarning, SkUndefinedMetricWarning))]
+    msgs = [
+        str(w.message) for w in caught if issubclass(w.category, (M.UndefinedMetricWarning, SkUndefinedMetricWarning))
+    ]
     return out, msgs
 
 
@@ -64,12 +71,27 @@ def test_prfs_random_equals_sklearn(seed):
         yt, yp, C = _random_case(s)
         for avg in _averages(C):
             for zd in ZERO_DIVISIONS:
-                for beta in ((0.5, 1.0, 2.0) if s % 5 == 0 else (1.0, 2.0)):
-                    ours, w1 = _run(M.precision_recall_fscore_support, yt, yp, beta=beta, average=avg,
-                                    num_classes=C, zero_division=zd)
-                    theirs, w2 = _run(skm.precision_recall_fscore_support, yt, yp, beta=beta, average=avg,
-                                      labels=_sk_labels(avg, C), zero_division=zd)
-                    for a, b in zip(ours[:3], theirs[:3]): _assert_same(a, b)
+                for beta in (0.5, 1.0, 2.0) if s % 5 == 0 else (1.0, 2.0):
+                    ours, w1 = _run(
+                        M.precision_recall_fscore_support,
+                        yt,
+                        yp,
+                        beta=beta,
+                        average=avg,
+                        num_classes=C,
+                        zero_division=zd,
+                    )
+                    theirs, w2 = _run(
+                        skm.precision_recall_fscore_support,
+                        yt,
+                        yp,
+                        beta=beta,
+                        average=avg,
+                        labels=_sk_labels(avg, C),
+                        zero_division=zd,
+                    )
+                    for a, b in zip(ours[:3], theirs[:3]):
+                        _assert_same(a, b)
                     if avg is None:
                         assert ours[3].dtype == np.int64 and (ours[3] == theirs[3]).all()
                     else:
@@ -86,13 +108,22 @@ def test_score_functions_random_equal_sklearn(seed):
         assert M.accuracy_score(yt, yp, normalize=False) == skm.accuracy_score(yt, yp, normalize=False)
         assert (M.confusion_matrix(yt, yp, C) == skm.confusion_matrix(yt, yp, labels=range(C))).all()
         for norm in ("true", "pred", "all"):
-            np.testing.assert_allclose(M.confusion_matrix(yt, yp, C, normalize=norm),
-                                       skm.confusion_matrix(yt, yp, labels=range(C), normalize=norm), **TOL)
+            np.testing.assert_allclose(
+                M.confusion_matrix(yt, yp, C, normalize=norm),
+                skm.confusion_matrix(yt, yp, labels=range(C), normalize=norm),
+                **TOL,
+            )
         for avg in _averages(C):
             for zd in ZERO_DIVISIONS:
-                kw, skw = dict(average=avg, num_classes=C, zero_division=zd), dict(average=avg, labels=_sk_labels(avg, C), zero_division=zd)
-                for ours_fn, sk_fn in [(M.precision_score, skm.precision_score), (M.recall_score, skm.recall_score),
-                                       (M.f1_score, skm.f1_score)]:
+                kw, skw = (
+                    dict(average=avg, num_classes=C, zero_division=zd),
+                    dict(average=avg, labels=_sk_labels(avg, C), zero_division=zd),
+                )
+                for ours_fn, sk_fn in [
+                    (M.precision_score, skm.precision_score),
+                    (M.recall_score, skm.recall_score),
+                    (M.f1_score, skm.f1_score),
+                ]:
                     a, w1 = _run(ours_fn, yt, yp, **kw)
                     b, w2 = _run(sk_fn, yt, yp, **skw)
                     _assert_same(a, b)
@@ -108,24 +139,47 @@ def test_classification_report_equals_sklearn(seed):
         yt, yp, C = _random_case(s)
         names = None if s % 2 else [f"class_{i}" * (i % 3 + 1) for i in range(C)]
         for zd in ZERO_DIVISIONS:
-            ours, _ = _run(M.classification_report, yt, yp, num_classes=C, target_names=names, output_dict=True,
-                           zero_division=zd)
-            theirs, _ = _run(skm.classification_report, yt, yp, labels=range(C), target_names=names,
-                             output_dict=True, zero_division=zd)
+            ours, _ = _run(
+                M.classification_report, yt, yp, num_classes=C, target_names=names, output_dict=True, zero_division=zd
+            )
+            theirs, _ = _run(
+                skm.classification_report,
+                yt,
+                yp,
+                labels=range(C),
+                target_names=names,
+                output_dict=True,
+                zero_division=zd,
+            )
             assert list(ours) == list(theirs)
             for k in ours:
                 if isinstance(ours[k], dict):
                     assert list(ours[k]) == list(theirs[k])
                     _assert_same(list(ours[k].values()), list(theirs[k].values()))
-                else: _assert_same(ours[k], theirs[k])
+                else:
+                    _assert_same(ours[k], theirs[k])
             # scikit-learn prints supports as floats ("3.0") when no prediction at all is right (a quirk of its
             # all-wrong code path); otherwise the text tables are identical
             if (yt == yp).any():
                 for digits in (2, 4):
-                    a, _ = _run(M.classification_report, yt, yp, num_classes=C, target_names=names, digits=digits,
-                                zero_division=zd)
-                    b, _ = _run(skm.classification_report, yt, yp, labels=range(C), target_names=names,
-                                digits=digits, zero_division=zd)
+                    a, _ = _run(
+                        M.classification_report,
+                        yt,
+                        yp,
+                        num_classes=C,
+                        target_names=names,
+                        digits=digits,
+                        zero_division=zd,
+                    )
+                    b, _ = _run(
+                        skm.classification_report,
+                        yt,
+                        yp,
+                        labels=range(C),
+                        target_names=names,
+                        digits=digits,
+                        zero_division=zd,
+                    )
                     assert a == b
 
 
@@ -149,12 +203,27 @@ def test_edge_cases_equal_sklearn(case):
     assert (M.confusion_matrix(yt, yp, C) == skm.confusion_matrix(yt, yp, labels=range(C))).all()
     for avg in _averages(C):
         for zd in ZERO_DIVISIONS:
-            for pos in ((0, 1) if avg == "binary" else (1,)):
-                ours, w1 = _run(M.precision_recall_fscore_support, yt, yp, average=avg, pos_label=pos, num_classes=C,
-                                zero_division=zd)
-                theirs, w2 = _run(skm.precision_recall_fscore_support, yt, yp, average=avg, pos_label=pos,
-                                  labels=_sk_labels(avg, C), zero_division=zd)
-                for a, b in zip(ours[:3], theirs[:3]): _assert_same(a, b)
+            for pos in (0, 1) if avg == "binary" else (1,):
+                ours, w1 = _run(
+                    M.precision_recall_fscore_support,
+                    yt,
+                    yp,
+                    average=avg,
+                    pos_label=pos,
+                    num_classes=C,
+                    zero_division=zd,
+                )
+                theirs, w2 = _run(
+                    skm.precision_recall_fscore_support,
+                    yt,
+                    yp,
+                    average=avg,
+                    pos_label=pos,
+                    labels=_sk_labels(avg, C),
+                    zero_division=zd,
+                )
+                for a, b in zip(ours[:3], theirs[:3]):
+                    _assert_same(a, b)
                 assert w1 == w2
 
 
@@ -162,12 +231,14 @@ def test_edge_case_values_by_hand():
     # class 2 never predicted: its precision is 0/0 -> zero_division; its recall is 0/2 = 0 whatever the setting
     p, r, f, s = M.precision_recall_fscore_support([0, 1, 2, 2, 1, 0], [0, 1, 1, 1, 1, 0], zero_division=1)
     assert p.tolist() == [1.0, 0.5, 1.0] and r.tolist() == [1.0, 1.0, 0.0] and s.tolist() == [2, 2, 2]
-    assert np.allclose(f, [1.0, 2 / 3, 0.0])          # F: 2TP/(2TP+FN+FP) = 0/2, defined
+    assert np.allclose(f, [1.0, 2 / 3, 0.0])  # F: 2TP/(2TP+FN+FP) = 0/2, defined
     # no positives in y_true and none predicted: binary precision, recall and F are all 0/0
     for zd, want in [(0, 0.0), (1, 1.0)]:
         assert M.precision_recall_fscore_support([0, 0], [0, 0], average="binary", zero_division=zd)[:3] == (want,) * 3
-    assert all(math.isnan(v) for v in M.precision_recall_fscore_support([0, 0], [0, 0], average="binary",
-                                                                        zero_division=np.nan)[:3])
+    assert all(
+        math.isnan(v)
+        for v in M.precision_recall_fscore_support([0, 0], [0, 0], average="binary", zero_division=np.nan)[:3]
+    )
     with pytest.warns(M.UndefinedMetricWarning, match="Recall is ill-defined"):
         assert M.recall_score([0, 0, 0], [0, 1, 0]) == 0.0
     with pytest.warns(M.UndefinedMetricWarning, match="Precision is ill-defined"):
@@ -177,8 +248,10 @@ def test_edge_case_values_by_hand():
     assert M.f1_score([0, 1, 2], [1, 2, 0], average="macro") == 0.0
     # micro averages equal accuracy for single-label data
     yt, yp, C = _random_case(5)
-    assert all(abs(v - M.accuracy_score(yt, yp)) < 1e-15 for v in
-               M.precision_recall_fscore_support(yt, yp, average="micro", num_classes=C)[:3])
+    assert all(
+        abs(v - M.accuracy_score(yt, yp)) < 1e-15
+        for v in M.precision_recall_fscore_support(yt, yp, average="micro", num_classes=C)[:3]
+    )
 
 
 def test_num_classes_none_matches_sklearn_default_when_all_classes_occur():
@@ -194,49 +267,69 @@ def test_num_classes_none_matches_sklearn_default_when_all_classes_occur():
 def test_inputs_lists_numpy_torch_bool_float():
     yt, yp = [0, 1, 1, 0, 1], [0, 1, 0, 0, 1]
     want = skm.f1_score(yt, yp)
-    variants = [(yt, yp), (np.array(yt), np.array(yp)), (torch.tensor(yt), torch.tensor(yp)),
-                (np.array(yt, dtype=bool), np.array(yp, dtype=bool)), (np.array(yt, float), np.array(yp, float)),
-                (torch.tensor(yt, dtype=torch.int32), np.array(yp, dtype=np.uint8)),
-                (torch.tensor(yt, requires_grad=False).float(), torch.tensor(yp))]
+    variants = [
+        (yt, yp),
+        (np.array(yt), np.array(yp)),
+        (torch.tensor(yt), torch.tensor(yp)),
+        (np.array(yt, dtype=bool), np.array(yp, dtype=bool)),
+        (np.array(yt, float), np.array(yp, float)),
+        (torch.tensor(yt, dtype=torch.int32), np.array(yp, dtype=np.uint8)),
+        (torch.tensor(yt, requires_grad=False).float(), torch.tensor(yp)),
+    ]
     for a, b in variants:
         assert M.f1_score(a, b) == want
         assert (M.confusion_matrix(a, b) == skm.confusion_matrix(yt, yp)).all()
 
 
-@pytest.mark.parametrize("args, kw, match", [
-    (([0, 1, 1], [0, 1]), {}, "y_true has 3 labels but y_pred has 2"),
-    (([0, 1], [0.5, 1.0]), {}, "non-integer label"),
-    (([0, 1], [0, float("nan")]), {}, "non-integer label"),
-    (([0, -1], [0, 1]), {}, "negative label"),
-    ((["a", "b"], [0, 1]), {}, "integer class indices"),
-    (([], []), {}, "empty"),
-    ((np.zeros((3, 2)), [0, 1, 0]), {}, r"shape \(N,\)"),
-    (([0, 3], [0, 1]), dict(num_classes=3), "y_true contains label 3 but num_classes=3"),
-    (([0, 1], [0, 5]), dict(num_classes=3), "y_pred contains label 5"),
-    (([0, 1], [0, 1]), dict(num_classes=0), "num_classes must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "args, kw, match",
+    [
+        (([0, 1, 1], [0, 1]), {}, "y_true has 3 labels but y_pred has 2"),
+        (([0, 1], [0.5, 1.0]), {}, "non-integer label"),
+        (([0, 1], [0, float("nan")]), {}, "non-integer label"),
+        (([0, -1], [0, 1]), {}, "negative label"),
+        ((["a", "b"], [0, 1]), {}, "integer class indices"),
+        (([], []), {}, "empty"),
+        ((np.zeros((3, 2)), [0, 1, 0]), {}, r"shape \(N,\)"),
+        (([0, 3], [0, 1]), dict(num_classes=3), "y_true contains label 3 but num_classes=3"),
+        (([0, 1], [0, 5]), dict(num_classes=3), "y_pred contains label 5"),
+        (([0, 1], [0, 1]), dict(num_classes=0), "num_classes must be a positive integer"),
+    ],
+)
 def test_bad_input_errors(args, kw, match):
     for fn in (M.confusion_matrix, M.precision_recall_fscore_support, M.classification_report):
-        with pytest.raises(ValueError, match=match): fn(*args, **kw)
+        with pytest.raises(ValueError, match=match):
+            fn(*args, **kw)
     if "num_classes" not in kw:
-        with pytest.raises(ValueError, match=match): M.accuracy_score(*args)
+        with pytest.raises(ValueError, match=match):
+            M.accuracy_score(*args)
 
 
 def test_bad_option_errors():
-    with pytest.raises(ValueError, match="average must be one of"): M.f1_score([0, 1], [0, 1], average="samples")
-    with pytest.raises(ValueError, match="zero_division must be"): M.f1_score([0, 1], [0, 1], zero_division=0.5)
-    with pytest.raises(ValueError, match="zero_division must be"): M.f1_score([0, 1], [0, 1], zero_division="nan")
-    with pytest.raises(ValueError, match="needs a 2-class problem but there are 3"): M.f1_score([0, 1, 2], [0, 1, 2])
-    with pytest.raises(ValueError, match="needs a 2-class problem"): M.f1_score([0, 1], [0, 1], num_classes=3)
-    with pytest.raises(ValueError, match="pos_label=2 is not a valid label"): M.f1_score([0, 1], [0, 1], pos_label=2)
-    with pytest.raises(ValueError, match="beta must be"): M.fbeta_score([0, 1], [0, 1], beta=-1.0)
-    with pytest.raises(ValueError, match="normalize must be"): M.confusion_matrix([0, 1], [0, 1], normalize="rows")
+    with pytest.raises(ValueError, match="average must be one of"):
+        M.f1_score([0, 1], [0, 1], average="samples")
+    with pytest.raises(ValueError, match="zero_division must be"):
+        M.f1_score([0, 1], [0, 1], zero_division=0.5)
+    with pytest.raises(ValueError, match="zero_division must be"):
+        M.f1_score([0, 1], [0, 1], zero_division="nan")
+    with pytest.raises(ValueError, match="needs a 2-class problem but there are 3"):
+        M.f1_score([0, 1, 2], [0, 1, 2])
+    with pytest.raises(ValueError, match="needs a 2-class problem"):
+        M.f1_score([0, 1], [0, 1], num_classes=3)
+    with pytest.raises(ValueError, match="pos_label=2 is not a valid label"):
+        M.f1_score([0, 1], [0, 1], pos_label=2)
+    with pytest.raises(ValueError, match="beta must be"):
+        M.fbeta_score([0, 1], [0, 1], beta=-1.0)
+    with pytest.raises(ValueError, match="normalize must be"):
+        M.confusion_matrix([0, 1], [0, 1], normalize="rows")
     with pytest.raises(ValueError, match="target_names has 3 names but there are 2 classes"):
         M.classification_report([0, 1], [0, 1], target_names=["a", "b", "c"])
-    with pytest.warns(UserWarning, match="pos_label"): M.f1_score([0, 1, 2], [0, 1, 2], average="macro", pos_label=2)
+    with pytest.warns(UserWarning, match="pos_label"):
+        M.f1_score([0, 1, 2], [0, 1, 2], average="macro", pos_label=2)
 
 
 # ---- bootstrap -------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed, confidence, batch", [(0, 0.95, None), (1, 0.9, None), (7, 0.99, 64)])
 def test_bootstrap_equals_scipy_percentile(seed, confidence, batch):
@@ -245,11 +338,21 @@ def test_bootstrap_equals_scipy_percentile(seed, confidence, batch):
     yp = np.where(rng.random(150) < 0.6, yt, rng.integers(0, 3, 150))
     metric = lambda a, b: M.f1_score(a, b, average="weighted", num_classes=3, zero_division=0)
     ours = M.bootstrap_ci(metric, yt, yp, n_resamples=300, confidence=confidence, seed=seed, batch=batch)
-    ref = stats.bootstrap((yt, yp), metric, paired=True, vectorized=False, method="percentile", n_resamples=300,
-                          confidence_level=confidence, batch=batch, rng=np.random.default_rng(seed))
+    ref = stats.bootstrap(
+        (yt, yp),
+        metric,
+        paired=True,
+        vectorized=False,
+        method="percentile",
+        n_resamples=300,
+        confidence_level=confidence,
+        batch=batch,
+        rng=np.random.default_rng(seed),
+    )
     np.testing.assert_allclose(ours.distribution, ref.bootstrap_distribution, atol=1e-12, rtol=0)
-    np.testing.assert_allclose([ours.low, ours.high], [ref.confidence_interval.low, ref.confidence_interval.high],
-                               atol=1e-12, rtol=0)
+    np.testing.assert_allclose(
+        [ours.low, ours.high], [ref.confidence_interval.low, ref.confidence_interval.high], atol=1e-12, rtol=0
+    )
     assert ours.estimate == metric(yt, yp) and ours.n_resamples == 300 and ours.confidence == confidence
 
 
@@ -263,15 +366,18 @@ def test_bootstrap_accuracy_interval_is_sensible():
     assert ci.low < ci.estimate < ci.high
     assert abs((ci.high - ci.low) / 2 - half) < 0.15 * half
     a, b = (M.bootstrap_ci(M.accuracy_score, yt, yp, n_resamples=50, seed=3) for _ in range(2))
-    assert (a.low, a.high) == (b.low, b.high) and (a.distribution == b.distribution).all()       # seeded
+    assert (a.low, a.high) == (b.low, b.high) and (a.distribution == b.distribution).all()  # seeded
     c = M.bootstrap_ci(M.accuracy_score, yt, yp, n_resamples=50, seed=4)
     assert not (a.distribution == c.distribution).all()
 
 
 def test_bootstrap_errors_and_nan_resamples():
-    with pytest.raises(ValueError, match="same first dimension"): M.bootstrap_ci(M.accuracy_score, [0, 1], [0])
-    with pytest.raises(ValueError, match="confidence"): M.bootstrap_ci(M.accuracy_score, [0, 1], [0, 1], confidence=95)
-    with pytest.raises(ValueError, match="n_resamples"): M.bootstrap_ci(M.accuracy_score, [0, 1], [0, 1], n_resamples=0)
+    with pytest.raises(ValueError, match="same first dimension"):
+        M.bootstrap_ci(M.accuracy_score, [0, 1], [0])
+    with pytest.raises(ValueError, match="confidence"):
+        M.bootstrap_ci(M.accuracy_score, [0, 1], [0, 1], confidence=95)
+    with pytest.raises(ValueError, match="n_resamples"):
+        M.bootstrap_ci(M.accuracy_score, [0, 1], [0, 1], n_resamples=0)
     # with zero_division=nan, resamples without any positive give NaN recall: warned about and left out
     yt, yp = np.array([0] * 9 + [1]), np.array([0] * 9 + [1])
     rec = lambda a, b: M.recall_score(a, b, num_classes=2, zero_division=np.nan)
@@ -282,6 +388,7 @@ def test_bootstrap_errors_and_nan_resamples():
 
 # ---- calibration -----------------------------------------------------------------------------------------------------
 
+
 def _ece_by_loops(probs, labels, n_bins):
     "Guo et al. 2017, eq. (3), literally: bins (lo, hi], one Python loop per bin."
     conf, pred = probs.max(1), probs.argmax(1)
@@ -289,21 +396,25 @@ def _ece_by_loops(probs, labels, n_bins):
     ece = 0.0
     for lo, hi in zip(edges[:-1], edges[1:]):
         inb = (conf > lo) & (conf <= hi)
-        if inb.any(): ece += inb.mean() * abs((pred[inb] == labels[inb]).mean() - conf[inb].mean())
+        if inb.any():
+            ece += inb.mean() * abs((pred[inb] == labels[inb]).mean() - conf[inb].mean())
     return ece
 
 
 def test_ece_hand_computed():
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.35, 0.65], [0.55, 0.45]])
     ece, table = M.expected_calibration_error(probs, [0, 0, 1, 0], n_bins=5)
-    assert abs(ece - 0.225) < 1e-12          # 1/4*|1-0.55| + 2/4*|0.5-0.675| + 1/4*|1-0.9|
+    assert abs(ece - 0.225) < 1e-12  # 1/4*|1-0.55| + 2/4*|0.5-0.675| + 1/4*|1-0.9|
     assert table["count"].tolist() == [0, 0, 1, 2, 1]
     np.testing.assert_allclose(table["confidence"][2:], [0.55, 0.675, 0.9], atol=1e-12)
     np.testing.assert_allclose(table["accuracy"][2:], [1.0, 0.5, 1.0], atol=1e-12)
     assert np.isnan(table["accuracy"][:2]).all()
     # three classes, M = 2: confidences 0.6 (right), 0.5 (wrong: bin (0, .5]), 0.8 (wrong)
     probs3 = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
-    assert abs(M.expected_calibration_error(probs3, [0, 2, 0], n_bins=2).ece - (1 / 3 * 0.5 + 2 / 3 * abs(0.5 - 0.7))) < 1e-12
+    assert (
+        abs(M.expected_calibration_error(probs3, [0, 2, 0], n_bins=2).ece - (1 / 3 * 0.5 + 2 / 3 * abs(0.5 - 0.7)))
+        < 1e-12
+    )
     # perfectly right and sure: 0
     assert M.expected_calibration_error(np.eye(3), [0, 1, 2]).ece == 0.0
 
@@ -327,7 +438,7 @@ def test_calibration_table_equals_sklearn_calibration_curve(n_bins):
     rng = np.random.default_rng(n_bins)
     p = rng.random(1000) ** 1.5
     edges = np.linspace(0, 1, n_bins + 1)
-    p[: 2 * len(edges)] = edges.repeat(2)                                   # values exactly on bin edges
+    p[: 2 * len(edges)] = edges.repeat(2)  # values exactly on bin edges
     y = (rng.random(1000) < p).astype(int)
     t = M.calibration_table(p, y, n_bins)
     prob_true, prob_pred = calibration_curve(y, p, n_bins=n_bins, strategy="uniform")
@@ -341,25 +452,33 @@ def test_ece_small_for_calibrated_large_for_overconfident():
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 1.5, (20000, 4))
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    y = (p.cumsum(1) < rng.random((20000, 1))).sum(1)                       # y ~ Categorical(p): calibrated
+    y = (p.cumsum(1) < rng.random((20000, 1))).sum(1)  # y ~ Categorical(p): calibrated
     sharp = np.exp(3 * logits) / np.exp(3 * logits).sum(1, keepdims=True)
     assert M.expected_calibration_error(p, y).ece < 0.02
     assert M.expected_calibration_error(sharp, y).ece > 0.1
 
 
 def test_calibration_errors():
-    with pytest.raises(ValueError, match="sum to 1"): M.expected_calibration_error([[0.5, 0.6]], [0])
-    with pytest.raises(ValueError, match="logits"): M.expected_calibration_error([[2.0, -1.0]], [0])
-    with pytest.raises(ValueError, match="only 2 classes"): M.expected_calibration_error([[0.5, 0.5]], [2])
-    with pytest.raises(ValueError, match="rows but labels"): M.expected_calibration_error([[0.5, 0.5]], [0, 1])
-    with pytest.raises(ValueError, match="n_bins"): M.calibration_table([0.5], [1], n_bins=0)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"): M.calibration_table([1.5], [1])
+    with pytest.raises(ValueError, match="sum to 1"):
+        M.expected_calibration_error([[0.5, 0.6]], [0])
+    with pytest.raises(ValueError, match="logits"):
+        M.expected_calibration_error([[2.0, -1.0]], [0])
+    with pytest.raises(ValueError, match="only 2 classes"):
+        M.expected_calibration_error([[0.5, 0.5]], [2])
+    with pytest.raises(ValueError, match="rows but labels"):
+        M.expected_calibration_error([[0.5, 0.5]], [0, 1])
+    with pytest.raises(ValueError, match="n_bins"):
+        M.calibration_table([0.5], [1], n_bins=0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        M.calibration_table([1.5], [1])
 
 
 def test_plots_return_figures():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(3), 200)
     fig = M.reliability_diagram(p, rng.integers(0, 3, 200))

@@ -18,6 +18,7 @@ network would fail here. What is checked, and how:
 
 Without Chromium the test skips, except under CI=true, where it fails (CI must never silently pass it).
 """
+
 import html, json, os, re, shutil, socket, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 
@@ -36,13 +37,16 @@ pytestmark = pytest.mark.slow
 def _sources():
     for folder in ("nbs", "docs", "llmbook"):
         for p in (ROOT / folder).rglob("*"):
-            if p.is_file() and not any(part.startswith((".", "_proc", "__pycache__")) for part in p.relative_to(ROOT).parts):
+            if p.is_file() and not any(
+                part.startswith((".", "_proc", "__pycache__")) for part in p.relative_to(ROOT).parts
+            ):
                 yield p
     yield ROOT / "tools" / "build_docs.sh"
 
 
 def _stale() -> bool:
-    if not STAMP.is_file(): return True
+    if not STAMP.is_file():
+        return True
     built = STAMP.stat().st_mtime
     return any(p.stat().st_mtime > built for p in _sources())
 
@@ -50,7 +54,9 @@ def _stale() -> bool:
 @pytest.fixture(scope="module")
 def site() -> Path:
     if _stale():
-        r = subprocess.run([str(ROOT / "tools" / "build_docs.sh")], cwd=ROOT, capture_output=True, text=True, timeout=900)
+        r = subprocess.run(
+            [str(ROOT / "tools" / "build_docs.sh")], cwd=ROOT, capture_output=True, text=True, timeout=900
+        )
         assert r.returncode == 0, f"tools/build_docs.sh failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert (SITE / "index.html").is_file() and (SITE / "search.html").is_file()
     return SITE
@@ -62,7 +68,8 @@ def chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         msg = "Debian chromium is not installed (apt-get install -y chromium)"
-        if os.environ.get("CI", "").lower() == "true": pytest.fail(msg + "; CI=true, so this is a failure, not a skip")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + "; CI=true, so this is a failure, not a skip")
         pytest.skip(msg)
     return exe
 
@@ -119,62 +126,87 @@ def server(site):
     (root / "site").symlink_to(site, target_is_directory=True)
     (root / "probe.html").write_text(PROBE, encoding="utf-8")
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
             try:
-                urllib.request.urlopen(base + "/site/index.html", timeout=2).read(); break
+                urllib.request.urlopen(base + "/site/index.html", timeout=2).read()
+                break
             except OSError:
                 assert proc.poll() is None, "python -m http.server exited"
                 time.sleep(0.1)
-        else: pytest.fail("the site server did not answer")
+        else:
+            pytest.fail("the site server did not answer")
         yield base
     finally:
-        proc.terminate(); proc.wait(timeout=10)
+        proc.terminate()
+        proc.wait(timeout=10)
         shutil.rmtree(root, ignore_errors=True)
 
 
 def _run_chromium(exe: str, url: str, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="llmbook-chromium-") as profile:
-        cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage",
-               f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", *args, url]
+        cmd = [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+            *args,
+            url,
+        ]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 def _probe(exe: str, base: str, page: str, mode: str) -> dict:
     from urllib.parse import quote
+
     url = f"{base}/probe.html?mode={mode}&page={quote('site/' + page, safe='')}"
     r = _run_chromium(exe, url, "--dump-dom", "--virtual-time-budget=60000")
     m = re.search(r'<pre id="result">RESULT (.*?)</pre>', r.stdout, flags=re.DOTALL)
-    assert m, f"the probe of {page} did not report (chromium rc={r.returncode}):\n{r.stdout[-1500:]}\n{r.stderr[-1500:]}"
+    assert m, (
+        f"the probe of {page} did not report (chromium rc={r.returncode}):\n{r.stdout[-1500:]}\n{r.stderr[-1500:]}"
+    )
     return json.loads(html.unescape(m.group(1)))
 
 
 # ---- choosing pages ---------------------------------------------------------------------------------------------
 def _chapters(site: Path) -> list[Path]:
-    return sorted(p for p in site.glob("*.html") if p.stem not in NOT_CHAPTERS and p.stem != "index") + [site / "index.html"]
+    return sorted(p for p in site.glob("*.html") if p.stem not in NOT_CHAPTERS and p.stem != "index") + [
+        site / "index.html"
+    ]
 
 
 def _math_page(site: Path) -> tuple[Path, bool]:
     "(page, is_a_chapter): the first chapter with math, else this site's own about page."
     for p in _chapters(site):
-        if 'class="math' in p.read_text(encoding="utf-8"): return p, True
+        if 'class="math' in p.read_text(encoding="utf-8"):
+            return p, True
     return site / "about.html", False
 
 
 def _image_page(site: Path, prefer: Path) -> tuple[Path, bool]:
     "(page, has_a_plot): a chapter page with a stored notebook image (`_images/`), else `prefer` (logo only)."
     for p in [prefer] + _chapters(site):
-        if re.search(r'<img[^>]+src="_images/[^"]+\.png"', p.read_text(encoding="utf-8")): return p, True
+        if re.search(r'<img[^>]+src="_images/[^"]+\.png"', p.read_text(encoding="utf-8")):
+            return p, True
     return prefer, False
 
 
 def _text(page: Path) -> str:
     s = page.read_text(encoding="utf-8")
-    s = s[s.find('<article'):s.rfind('</article>')] if '<article' in s else s
+    s = s[s.find("<article") : s.rfind("</article>")] if "<article" in s else s
     s = re.sub(r"<(script|style|mjx-container)[^>]*>.*?</\1>", " ", s, flags=re.DOTALL)
     s = re.sub(r'<span class="math[^"]*">.*?</span>|<div class="math[^"]*">.*?</div>', " ", s, flags=re.DOTALL)
     return html.unescape(re.sub(r"<[^>]+>", " ", s))
@@ -190,15 +222,18 @@ def _search_word(site: Path, page: Path) -> str:
 
 # ---- the tests --------------------------------------------------------------------------------------------------
 def test_no_network_resources(site):
-    remote = re.compile(r'<(?:script|img|iframe)[^>]+src="(?:https?:)?//|<link[^>]+(?:rel="(?:stylesheet|preload|modulepreload)"[^>]+href="(?:https?:)?//|href="(?:https?:)?//[^"]+"[^>]+rel="(?:stylesheet|preload|modulepreload)")')
+    remote = re.compile(
+        r'<(?:script|img|iframe)[^>]+src="(?:https?:)?//|<link[^>]+(?:rel="(?:stylesheet|preload|modulepreload)"[^>]+href="(?:https?:)?//|href="(?:https?:)?//[^"]+"[^>]+rel="(?:stylesheet|preload|modulepreload)")'
+    )
     bad = [str(p.relative_to(site)) for p in site.rglob("*.html") if remote.search(p.read_text(encoding="utf-8"))]
     assert not bad, f"pages load scripts/styles/images from the network: {bad[:10]}"
     page, _ = _math_page(site)
-    assert '_static/mathjax/tex-mml-chtml.js' in page.read_text(encoding="utf-8")
+    assert "_static/mathjax/tex-mml-chtml.js" in page.read_text(encoding="utf-8")
     assert (site / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
     assert (site / "searchindex.js").is_file()
     # the API reference lists every public module of the package
     import pkgutil
+
     mods = [m.name for m in pkgutil.iter_modules([str(ROOT / "llmbook")]) if not m.name.startswith("_")]
     missing = [m for m in mods if not (site / "api" / f"llmbook.{m}.html").is_file()]
     assert not missing, f"no API page for llmbook modules {missing}"
@@ -207,8 +242,10 @@ def test_no_network_resources(site):
 def test_math_image_screenshot(site, server, chromium):
     page, is_chapter = _math_page(site)
     res = _probe(chromium, server, page.name, "page")
-    print(f"\nmath page: {page.name} ({'a chapter' if is_chapter else 'no chapter has math yet: the about page'}); "
-          f"MathJax {res['mathjax']}: {res['typeset']}/{res['math']} math nodes typeset, {res['mjx']} mjx-container")
+    print(
+        f"\nmath page: {page.name} ({'a chapter' if is_chapter else 'no chapter has math yet: the about page'}); "
+        f"MathJax {res['mathjax']}: {res['typeset']}/{res['math']} math nodes typeset, {res['mjx']} mjx-container"
+    )
     assert res["mathjax"], "MathJax did not load"
     assert res["math"] > 0 and res["typeset"] == res["math"], res
     assert res["errors"] == 0, f"{res['errors']} formulas failed to typeset (mjx-merror)"
@@ -218,31 +255,44 @@ def test_math_image_screenshot(site, server, chromium):
     imgs = ires["images"]
     print(f"image page: {img_page.name}: " + ", ".join(f"{i['src']} {i['w']}x{i['h']}" for i in imgs))
     assert imgs and all(i["complete"] and i["w"] > 0 and i["h"] > 0 for i in imgs), imgs
-    if has_plot: assert any(i["src"].startswith("_images/") for i in imgs), imgs
-    else: print("  (no chapter has a stored plot yet: only the theme logo was checked)")
+    if has_plot:
+        assert any(i["src"].startswith("_images/") for i in imgs), imgs
+    else:
+        print("  (no chapter has a stored plot yet: only the theme logo was checked)")
 
     # screenshot of the top of the math page, tall enough to include its first formula (probe: same 1280 width)
     SHOTS.mkdir(parents=True, exist_ok=True)
     shot = SHOTS / f"{page.stem}.png"
     shot.unlink(missing_ok=True)
     height = min(max(1400, (res["first_math_y"] or 0) + 300), 4000)
-    r = _run_chromium(chromium, f"{server}/site/{page.name}", f"--screenshot={shot}", f"--window-size=1280,{height}",
-                      "--hide-scrollbars", "--virtual-time-budget=30000")
+    r = _run_chromium(
+        chromium,
+        f"{server}/site/{page.name}",
+        f"--screenshot={shot}",
+        f"--window-size=1280,{height}",
+        "--hide-scrollbars",
+        "--virtual-time-budget=30000",
+    )
     assert shot.is_file(), f"no screenshot (rc={r.returncode}): {r.stderr[-1500:]}"
     import matplotlib.image
+
     pix = matplotlib.image.imread(shot)
     assert pix.shape[0] >= 1000 and pix.shape[1] >= 1200 and pix[..., :3].std() > 0.05, (pix.shape, pix.std())
-    print(f"screenshot: {shot.relative_to(ROOT)} ({pix.shape[1]}x{pix.shape[0]}; first formula ends at y={res['first_math_y']})")
+    print(
+        f"screenshot: {shot.relative_to(ROOT)} ({pix.shape[1]}x{pix.shape[0]}; first formula ends at y={res['first_math_y']})"
+    )
 
 
 def test_search_finds_a_chapter_word(site, server, chromium):
     page, _ = _math_page(site)
-    if page.stem == "about":                       # search must find a word of a chapter, never of our own page
+    if page.stem == "about":  # search must find a word of a chapter, never of our own page
         page = next(p for p in _chapters(site) if p.stem != "index")
     word = _search_word(site, page)
     res = _probe(chromium, server, f"search.html?q={word}", "search")
-    print(f"\nsearch {word!r} (from {page.name}): {len(res['hits'])} hit(s): "
-          + "; ".join(h["href"] or "?" for h in res["hits"][:5]))
+    print(
+        f"\nsearch {word!r} (from {page.name}): {len(res['hits'])} hit(s): "
+        + "; ".join(h["href"] or "?" for h in res["hits"][:5])
+    )
     hits = [h for h in res["hits"] if (h["href"] or "").split("?")[0].split("#")[0] == page.name]
     assert hits, f"search for {word!r} did not list {page.name}: {res}"
     assert word.lower() in hits[0]["snippet"].lower(), f"the snippet does not show {word!r}: {hits[0]}"

@@ -11,6 +11,7 @@ early still compares all strategies. `--reuse-only` trains nothing: it collects 
 usage: .venv/bin/python tools/run_finetune_sweep.py [--strategies head last-k full lora] [--seeds 42 43 44]
                                                     [--epochs 2] [--reuse-only]
 """
+
 import argparse, json, time
 from pathlib import Path
 from llmbook import config
@@ -32,25 +33,51 @@ for seed in a.seeds:
         if (out / "metrics.json").is_file():
             res = json.loads((out / "metrics.json").read_text())
         elif a.reuse_only:
-            print(f"{strategy:>6} seed {seed}: not run", flush=True); continue
+            print(f"{strategy:>6} seed {seed}: not run", flush=True)
+            continue
         else:
-            args = FinetuneArgs(strategy=strategy, seed=seed, epochs=a.epochs, output_dir=str(out),
-                                resume=out.exists(), progress=False)
+            args = FinetuneArgs(
+                strategy=strategy, seed=seed, epochs=a.epochs, output_dir=str(out), resume=out.exists(), progress=False
+            )
             res = finetune(args)
-        print(f"{strategy:>6} seed {seed}: test accuracy {res['test']['accuracy']:.4f} "
-              f"({res.get('wall_time_s', 0) / 60:.1f} min)", flush=True)
-        run = {k: res[k] for k in ("test", "validation", "trainable_parameters", "learning_rate", "epochs", "seed",
-                                   "wall_time_s", "resumed", "train_examples") if k in res}
-        if (out / "history.json").is_file():     # the training curve: loss, lr, validation metrics per logged step
-            run["history"] = [{k: h[k] for k in ("step", "epoch", "loss", "eval_loss", "eval_accuracy") if k in h}
-                              for h in json.loads((out / "history.json").read_text())]
+        print(
+            f"{strategy:>6} seed {seed}: test accuracy {res['test']['accuracy']:.4f} "
+            f"({res.get('wall_time_s', 0) / 60:.1f} min)",
+            flush=True,
+        )
+        run = {
+            k: res[k]
+            for k in (
+                "test",
+                "validation",
+                "trainable_parameters",
+                "learning_rate",
+                "epochs",
+                "seed",
+                "wall_time_s",
+                "resumed",
+                "train_examples",
+            )
+            if k in res
+        }
+        if (out / "history.json").is_file():  # the training curve: loss, lr, validation metrics per logged step
+            run["history"] = [
+                {k: h[k] for k in ("step", "epoch", "loss", "eval_loss", "eval_accuracy") if k in h}
+                for h in json.loads((out / "history.json").read_text())
+            ]
         runs.setdefault(strategy, []).append(run)
         baseline = baseline or res.get("baseline")
-if baseline: runs["TF-IDF + logistic regression"] = [{"test": baseline}]
+if baseline:
+    runs["TF-IDF + logistic regression"] = [{"test": baseline}]
 scratch = config.read_results("scratch_classifier")
-if scratch: runs["transformer from random init (training chapter)"] = [{"test": scratch["results"]["test"]}
-                                                                         if "test" in scratch["results"] else scratch["results"]]
+if scratch:
+    runs["transformer from random init (training chapter)"] = [
+        {"test": scratch["results"]["test"]} if "test" in scratch["results"] else scratch["results"]
+    ]
 runs = {k: runs[k] for k in [*a.strategies, *[k for k in runs if k not in a.strategies]] if k in runs}
-path = config.write_results("finetune_strategies", {"runs": runs, "epochs": a.epochs, "seeds": a.seeds},
-                            wall_time_s=sum(r.get("wall_time_s", 0) for rs in runs.values() for r in rs))  # compute time of the runs
+path = config.write_results(
+    "finetune_strategies",
+    {"runs": runs, "epochs": a.epochs, "seeds": a.seeds},
+    wall_time_s=sum(r.get("wall_time_s", 0) for rs in runs.values() for r in rs),
+)  # compute time of the runs
 print("wrote", path)
