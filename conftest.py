@@ -19,7 +19,10 @@ re-run see the same settings: progress bars off (their rates vary), offline hub,
 chose another.
 """
 
-import os, re, sys, tempfile
+import os
+import re
+import sys
+import tempfile
 from pathlib import Path
 
 NOTEBOOK_ENV = {

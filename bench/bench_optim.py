@@ -12,7 +12,12 @@ The table is shown in nbs/04_optimizers.ipynb.
 A measurement, not a test: nothing here is asserted about speed.
 """
 
-import argparse, os, random, statistics, sys, time
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
 from pathlib import Path
 
 import torch

@@ -18,7 +18,12 @@ not favour whichever runs first); each number is the median over all rounds' ste
 The table is printed and, unless --no-write, stored with provenance (CPU model, threads, load average) in
 results/bench_train.json for the training chapter."""
 
-import argparse, os, statistics, sys, tempfile, time
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +34,7 @@ SEQ = 64
 def load(n_examples):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging
+
     from llmbook import data, resources
 
     logging.set_verbosity_error()  # "classifier.weight MISSING": expected for a new head

@@ -9,7 +9,9 @@ local copy under `_static/mathjax/`, search is Sphinx's own JavaScript index, an
 script) is switched off.
 """
 
-import os, re, sys
+import os
+import re
+import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent

@@ -33,7 +33,17 @@ incremental build re-renders only what changed. The script is idempotent.
 """
 
 from __future__ import annotations
-import argparse, ast, hashlib, json, os, pkgutil, posixpath, re, shutil, sys
+
+import argparse
+import ast
+import hashlib
+import json
+import os
+import pkgutil
+import posixpath
+import re
+import shutil
+import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -332,10 +342,10 @@ class _Resolver:
 
 
 def _show_doc_processor(modidx: dict, lib: str):
+    from fastcore.nbio import read_nb
     from nbdev.process import Processor
     from nbdev.processors import _default_exp, _is_showdoc
     from nbdev.showdoc import show_doc
-    from fastcore.nbio import read_nb
 
     class show_docs_from_package(Processor):
         "Replaces nbdev's exec_show_docs: renders `show_doc(x)` cells by importing x from the library."
@@ -388,12 +398,13 @@ def _show_doc_processor(modidx: dict, lib: str):
 
 def nbdev_process(nbs: Path, proc: Path) -> int:
     "nbdev's doc processing of `nbs` into `proc` (see the module docstring). Returns how many notebooks were redone."
+    import warnings  # nbdev tries `- key: value` bullet lists in a title cell as YAML front matter; the title
+
     from nbdev.config import get_config
     from nbdev.doclinks import nbglob
     from nbdev.processors import FilterDefaults, exec_show_docs
     from nbdev.serve import _proc_file, _rm_stale
     from nbdev.serve_drv import exec_nb
-    import warnings  # nbdev tries `- key: value` bullet lists in a title cell as YAML front matter; the title
 
     warnings.filterwarnings("ignore", message="Failed to create YAML dict", category=UserWarning)  # cell is kept
     cfg = get_config()

@@ -6,9 +6,18 @@ Docs: https://llmbook.github.io/llmbook/applications.html.md"""
 
 # %% ../nbs/07_applications.ipynb #3cd35c24
 from __future__ import annotations
-import json, os, platform, re, shutil, sys, time
+
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import time
 from pathlib import Path
+
 import torch
+
 from .config import load as load_settings
 from .resources import get
 

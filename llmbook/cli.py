@@ -6,8 +6,15 @@ Docs: https://llmbook.github.io/llmbook/cli.html.md"""
 
 # %% ../nbs/10_cli.ipynb #6ea50af4
 from __future__ import annotations
-import argparse, json, os, subprocess, sys, time
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
+
 import llmbook
 from . import config as _config
 
@@ -195,7 +202,7 @@ def _truncation_note(n: int, max_length: int):
 
 
 def cmd_predict(args, argv) -> int:
-    from llmbook.finetune import predict, FinetuneError
+    from llmbook.finetune import FinetuneError, predict
 
     texts = list(args.texts)
     if args.file:
@@ -262,7 +269,9 @@ def env_report() -> dict:
 
         rep = apps_env()
     except (ImportError, AttributeError):
-        import platform, torch
+        import platform
+
+        import torch
 
         rep = dict(
             python=platform.python_version(),
@@ -365,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
 # %% ../nbs/10_cli.ipynb #91b5b4a3
 def _quiet_libraries():
     "Library progress bars and notices that say nothing to a CLI user (our own training bar stays)."
-    import datasets, transformers
+    import datasets
+    import transformers
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
@@ -374,8 +384,8 @@ def _quiet_libraries():
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `llmbook` console script. Library errors become one-line messages and exit code 2."
-    from llmbook.finetune import FinetuneError
     from llmbook.data import DataError
+    from llmbook.finetune import FinetuneError
     from llmbook.resources import ResourceError
 
     argv = sys.argv[1:] if argv is None else argv

@@ -6,8 +6,11 @@ Docs: https://llmbook.github.io/llmbook/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #a090c3a9
 from __future__ import annotations
-import configparser, os, random
-from dataclasses import dataclass, asdict, replace
+
+import configparser
+import os
+import random
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 # %% auto #0
@@ -158,7 +161,8 @@ def set_seed(seed: int, process_index: int = 0, deterministic: bool = False) -> 
     """Seed python `random`, numpy and torch (all devices) with `seed + process_index`; return the seed used.
 
     `deterministic=True` also asks torch for deterministic kernels (slower on GPU; errors on ops that have none)."""
-    import numpy as np, torch
+    import numpy as np
+    import torch
 
     s = int(seed) + int(process_index)
     random.seed(s)
@@ -183,7 +187,11 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 # %% ../nbs/00_config.ipynb #bd3e70c0
-import json, platform, subprocess, sys, time
+import json
+import platform
+import subprocess
+import sys
+import time
 from datetime import datetime, timezone
 
 

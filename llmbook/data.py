@@ -6,11 +6,17 @@ Docs: https://llmbook.github.io/llmbook/data.html.md"""
 
 # %% ../nbs/05_data.ipynb #4875a8d4
 from __future__ import annotations
-import hashlib, unicodedata, re, warnings
+
+import hashlib
+import re
+import unicodedata
+import warnings
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from datasets import Dataset, DatasetDict
+
 from . import resources
 
 # %% auto #0
@@ -168,7 +174,9 @@ def subsample(dsd: DatasetDict, max_train_examples: int = 0, max_eval_examples: 
 
 # %% ../nbs/05_data.ipynb #9682a0b4
 def _check_utf8(path: Path) -> None:
-    import bz2, gzip, lzma
+    import bz2
+    import gzip
+    import lzma
 
     opener = {".bz2": bz2.open, ".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)
     with opener(path, "rb") as f:

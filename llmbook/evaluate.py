@@ -6,11 +6,15 @@ Docs: https://llmbook.github.io/llmbook/faq.html.md"""
 
 # %% ../nbs/09_faq.ipynb #3efcd911
 from __future__ import annotations
-import math, time
+
+import math
+import time
 from pathlib import Path
 from typing import Callable
+
 import numpy as np
 import torch
+
 from . import config as _config
 
 # %% auto #0
@@ -153,9 +157,13 @@ def lr_epoch_sweep(
     (`llmbook.train.train` with a constant schedule after `warmup_steps`). Returns a DataFrame with one row per
     (lr, epoch): lr, epoch, eval_accuracy, eval_loss, stopped_early. Checkpoints go to a temporary folder under
     `output_dir` (default: the system temp folder) that is deleted afterwards."""
-    import pandas as pd, tempfile, shutil
-    from llmbook.train import TrainingConfig, train
+    import shutil
+    import tempfile
+
+    import pandas as pd
+
     from llmbook.finetune import load_classifier
+    from llmbook.train import TrainingConfig, train
 
     rows = []
     for lr in learning_rates:

@@ -6,13 +6,25 @@ Docs: https://llmbook.github.io/llmbook/finetuning.html.md"""
 
 # %% ../nbs/06_finetuning.ipynb #33801c88
 from __future__ import annotations
-import json, math, os, shutil, sys, time, warnings
-from dataclasses import dataclass, field, asdict, fields
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+
 import numpy as np
 import torch
-from . import config as _config, resources, data as _data, metrics as _metrics
+
+from . import config as _config
+from . import data as _data
+from . import metrics as _metrics
+from . import resources
 from .train import OPTIMIZERS, usual_file_mode
 
 # %% auto #0
@@ -546,9 +558,10 @@ def finetune(args: FinetuneArgs | None = None, **kwargs) -> dict:
     Returns a dict with `test` and `validation` metrics, `baseline` (TF-IDF + logistic regression on the same split),
     `trainable_parameters`, `wall_time_s` and `output_dir`. Works in a single process and under `accelerate launch`
     (every process runs this; only the main one writes files). Raises `FinetuneError` for bad input."""
-    from accelerate import PartialState
-    from llmbook.train import TrainingConfig, train, evaluate, plot_history
     import matplotlib.pyplot as plt
+    from accelerate import PartialState
+
+    from llmbook.train import TrainingConfig, evaluate, plot_history, train
 
     args = args or FinetuneArgs(**kwargs)
     t0 = time.perf_counter()
@@ -576,8 +589,9 @@ def finetune(args: FinetuneArgs | None = None, **kwargs) -> dict:
 
 
 def _finetune(args, state, out, mode, t0):
-    from llmbook.train import TrainingConfig, train, evaluate, plot_history
     import matplotlib.pyplot as plt
+
+    from llmbook.train import TrainingConfig, evaluate, plot_history, train
 
     if mode == "done":
         print(f"{out} already holds this finished run; its metrics: {out / 'metrics.json'}")
@@ -876,7 +890,8 @@ def finetuned_classifier(
         max_eval_examples=s.max_eval_examples,
         progress=not quiet,
     )
-    import contextlib, io
+    import contextlib
+    import io
 
     buf = io.StringIO()
     with contextlib.ExitStack() as stack:

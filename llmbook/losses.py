@@ -6,7 +6,9 @@ Docs: https://llmbook.github.io/llmbook/losses.html.md"""
 
 # %% ../nbs/03_losses.ipynb #efc3d5c7
 from __future__ import annotations
+
 import warnings
+
 import torch
 from torch import Tensor
 

@@ -6,8 +6,11 @@ Docs: https://llmbook.github.io/llmbook/metrics.html.md"""
 
 # %% ../nbs/05b_metrics.ipynb #a8123f69
 from __future__ import annotations
-import math, warnings
+
+import math
+import warnings
 from typing import Callable, NamedTuple
+
 import numpy as np
 
 AVERAGES = (None, "binary", "micro", "macro", "weighted")

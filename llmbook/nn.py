@@ -6,10 +6,14 @@ Docs: https://llmbook.github.io/llmbook/concepts.html.md"""
 
 # %% ../nbs/02_concepts.ipynb #7009bf24
 from __future__ import annotations
-import math, time
+
+import math
+import time
+
 import numpy as np
 import torch
 from torch import nn
+
 from .config import set_seed
 
 # %% auto #0
@@ -324,6 +328,7 @@ def transfer_learning_curve(
     `seeds` seeds, `probe_accuracy` on mean-pooled embeddings. Returns a JSON-ready dict: ks (actual sizes),
     accuracy[model] = list over ks of lists over seeds, majority baseline, sizes and embedding seconds."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+
     from llmbook import data, resources
 
     dsd = data.rotten_tomatoes_splits(

@@ -6,8 +6,10 @@ Docs: https://llmbook.github.io/llmbook/optimizers.html.md"""
 
 # %% ../nbs/04_optimizers.ipynb #7f1cc163
 from __future__ import annotations
+
 import math
 from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 from torch.optim import Optimizer

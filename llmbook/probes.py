@@ -6,12 +6,21 @@ Docs: https://llmbook.github.io/llmbook/challenges.html.md"""
 
 # %% ../nbs/08_challenges.ipynb #23098c43
 from __future__ import annotations
-import contextlib, copy, html, io, math, time, warnings
+
+import contextlib
+import copy
+import html
+import io
+import math
+import time
+import warnings
 from pathlib import Path
 from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from . import config as _config
 from . import metrics as _metrics
 

@@ -6,10 +6,18 @@ Docs: https://llmbook.github.io/llmbook/resources.html.md"""
 
 # %% ../nbs/00a_resources.ipynb #9f3c7734
 from __future__ import annotations
-import hashlib, os, shutil, subprocess, sys, tempfile, zipfile
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+
 from .config import load as load_settings
 
 # %% auto #0

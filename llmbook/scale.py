@@ -6,6 +6,7 @@ Docs: https://llmbook.github.io/llmbook/background.html.md"""
 
 # %% ../nbs/01_background.ipynb #fae2c567
 from __future__ import annotations
+
 import math
 
 # %% auto #0
@@ -165,7 +166,9 @@ def training_memory(
     return out
 
 # %% ../nbs/01_background.ipynb #c3e7f562
-import contextlib, os, sys
+import contextlib
+import os
+import sys
 
 
 @contextlib.contextmanager
@@ -186,8 +189,8 @@ def measure_peak_memory(step_fn) -> int:
     """Peak bytes of tensor memory allocated by torch on the CPU while `step_fn()` runs, above what was allocated
     before it (torch.profiler with profile_memory=True: the CPU allocator's allocation/free events summed in time
     order). Add the bytes alive before the call to get the absolute peak."""
-    from torch.profiler import profile, ProfilerActivity
     from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
 
     with _quiet_stderr_fd(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step_fn()

@@ -6,7 +6,17 @@ Docs: https://llmbook.github.io/llmbook/training.html.md"""
 
 # %% ../nbs/05a_training.ipynb #7dc09a29
 from __future__ import annotations
-import argparse, csv, json, logging, math, os, re, shutil, sys, time
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -1111,6 +1121,7 @@ def train_scratch_classifier(
     `majority_baseline` (test accuracy of always predicting the training set's majority label), `parameters`,
     `steps`, `history`, `sizes`, `model`, `wall_time_s`."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
     from llmbook import data, resources
 
     if profile not in SCRATCH_CLASSIFIER_SIZES:

@@ -6,12 +6,19 @@ Docs: https://llmbook.github.io/llmbook/vision_speech.html.md"""
 
 # %% ../nbs/07a_vision_speech.ipynb #bf8c8271
 from __future__ import annotations
-import json, re, struct, shutil, time
+
+import json
+import re
+import shutil
+import struct
+import time
 from pathlib import Path
+
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
+
 from .config import load as load_settings
 from .resources import get
 
@@ -191,6 +198,7 @@ def load_audio(path, sampling_rate: int = 16000) -> np.ndarray:
     "A wav file as mono float32 samples in [-1, 1] at `sampling_rate` Hz (polyphase resampling, scipy)."
     import warnings
     from math import gcd
+
     from scipy.io import wavfile
     from scipy.signal import resample_poly
 

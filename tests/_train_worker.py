@@ -5,7 +5,11 @@ usage: python _train_worker.py OUT_DIR RESULT_FILE [--resume] [--kill-at-step N]
 Writes RESULT_FILE (torch.save) on the main process: final parameters, eval metrics, number of processes, and the
 largest parameter difference between ranks. Run under `accelerate launch` / torchrun for several processes."""
 
-import argparse, os, signal, sys
+import argparse
+import os
+import signal
+import sys
+
 import torch
 
 

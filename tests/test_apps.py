@@ -1,13 +1,16 @@
 """Tests for `llmbook.apps` and `llmbook.vision_speech`: the GGUF and CTranslate2 conversions, NMS, and left-padded
 batched generation. They use the real pinned models (fetched through `llmbook.resources`); about a minute on 2 cores."""
 
-import json, struct
+import json
+import struct
+
 import numpy as np
 import pytest
 import torch
 
+from llmbook import apps
+from llmbook import vision_speech as vs
 from llmbook.resources import get
-from llmbook import apps, vision_speech as vs
 
 
 # ---------------------------------------------------------------- GGUF -> Hugging Face folder
@@ -18,8 +21,8 @@ def converted(tmp_path_factory):
 
 
 def test_gguf_conversion_is_lossless(converted):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = get("smollm2_gguf")
     assert "quantization_config" not in json.loads((converted / "config.json").read_text())
@@ -187,6 +190,7 @@ def test_env_report_is_json_ready():
 # ---------------------------------------------------------------- text classification entry point
 def test_classify_batch_single_labels_and_errors(tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     from llmbook.finetune import FinetuneError
 
     torch.manual_seed(0)

@@ -3,14 +3,15 @@ and the `llmbook.metrics` functions the chapter applies, against scikit-learn on
 
 import numpy as np
 import pytest
-import torch
 import sklearn.metrics as skm
+import torch
 
 from llmbook import evaluate, metrics
 
 
 def test_mean_pooled_features_ignore_padding():
     from transformers import AutoModel, AutoTokenizer
+
     from llmbook.finetune import resolve_model
 
     d = resolve_model("minilm")
@@ -79,6 +80,7 @@ def real_predictions():
     "TF-IDF + logistic regression on 1,000 real Rotten Tomatoes snippets: labels, predictions, probabilities (test)."
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+
     from llmbook import data
 
     s = data.rotten_tomatoes_splits(seed=42, max_train_examples=1000, max_eval_examples=400)

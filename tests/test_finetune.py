@@ -3,8 +3,14 @@
 Each CLI run is kept small (a few hundred examples, short inputs) so the whole file takes a few minutes on 2 cores.
 """
 
-import json, os, signal, subprocess, sys, time
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -319,8 +325,8 @@ def test_lora_saves_adapter_and_merged_model(tmp_path):
     r = run_cli("finetune", "--strategy", "lora", "--output-dir", str(out), *SMALL)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "model.safetensors").is_file()
-    from transformers import AutoModelForSequenceClassification
     from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
 
     merged = AutoModelForSequenceClassification.from_pretrained(out).eval()
     base = AutoModelForSequenceClassification.from_pretrained(ft.resolve_model("minilm"), num_labels=2)

@@ -5,20 +5,21 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+
 from llmbook.nn import (
-    Neuron,
-    Linear,
-    ReLU,
-    Tanh,
-    Sigmoid,
     MLP,
+    Linear,
+    Neuron,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    embed_texts,
+    max_grad_difference,
+    mean_pool,
+    probe_accuracy,
     softmax_cross_entropy,
     to_torch,
-    max_grad_difference,
     train_mlp,
-    mean_pool,
-    embed_texts,
-    probe_accuracy,
 )
 
 F64 = torch.float64
@@ -121,6 +122,7 @@ def test_mean_pool_ignores_padding():
 
 def test_embed_texts_batching_does_not_change_embeddings():
     from transformers import AutoModel, AutoTokenizer
+
     from llmbook import resources
 
     p = resources.get("minilm")

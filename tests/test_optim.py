@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from llmbook.optim import SGD, Adam, AdamW, Schedule, SCHEDULES, get_scheduler, schedule_lambda
+from llmbook.optim import SCHEDULES, SGD, Adam, AdamW, Schedule, get_scheduler, schedule_lambda
 
 SHAPE_SETS = {"mixed": [(7,), (3, 5), (2, 3, 4), (1,), (16, 8)], "matrix": [(32, 16), (16,)], "scalar": [()]}
 FROZEN = 1  # this parameter index never gets a gradient (when the set has more than one)

@@ -2,6 +2,7 @@
 torch's FLOP counter, Chinchilla arithmetic against the paper's table, and the memory measurement method."""
 
 import math
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -15,17 +16,18 @@ from transformers import (
     LlamaForCausalLM,
     LlamaModel,
 )
+
 from llmbook.scale import (
-    param_count,
-    flops_per_token,
-    training_flops,
-    chinchilla_tokens,
-    chinchilla_optimal,
-    training_memory,
-    measure_peak_memory,
-    gpt2_activation_bytes,
-    training_time_seconds,
     H200_BF16_DENSE_FLOPS,
+    chinchilla_optimal,
+    chinchilla_tokens,
+    flops_per_token,
+    gpt2_activation_bytes,
+    measure_peak_memory,
+    param_count,
+    training_flops,
+    training_memory,
+    training_time_seconds,
 )
 
 
@@ -120,6 +122,7 @@ def test_published_totals_and_non_embedding():
 
 def test_real_minilm_count():
     from transformers import AutoModel
+
     from llmbook import resources
 
     m = AutoModel.from_pretrained(resources.get("minilm"))

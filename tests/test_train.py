@@ -4,7 +4,11 @@ real 2-process CPU run (gloo) through `accelerate launch`.
 
 The subprocess tests use `tests/_train_worker.py` (a tiny GPT-2 on fixed random tokens, one thread)."""
 
-import math, os, shutil, subprocess, sys
+import math
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest

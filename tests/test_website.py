@@ -19,7 +19,17 @@ network would fail here. What is checked, and how:
 Without Chromium the test skips, except under CI=true, where it fails (CI must never silently pass it).
 """
 
-import html, json, os, re, shutil, socket, subprocess, sys, tempfile, time, urllib.request
+import html
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest

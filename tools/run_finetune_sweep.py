@@ -12,10 +12,13 @@ usage: .venv/bin/python tools/run_finetune_sweep.py [--strategies head last-k fu
                                                     [--epochs 2] [--reuse-only]
 """
 
-import argparse, json, time
+import argparse
+import json
+import time
 from pathlib import Path
+
 from llmbook import config
-from llmbook.finetune import FinetuneArgs, STRATEGIES, finetune
+from llmbook.finetune import STRATEGIES, FinetuneArgs, finetune
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
