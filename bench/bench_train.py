@@ -186,7 +186,10 @@ def main(argv=None):
     from llmbook.train import SeededRandomSampler
 
     order = list(SeededRandomSampler(len(ds), 42))
-    batch = lambda idx, collate: collate([ds[i] for i in idx])
+
+    def batch(idx, collate):
+        return collate([ds[i] for i in idx])
+
     fixed = [batch(order[s * B : (s + 1) * B], collate64) for s in range(steps)]
     # (d) batches: random order vs length-grouped order (a seeded random choice of its batches, since each mega-batch
     # is sorted longest first), each with dynamic padding; the random batches also padded to 128
@@ -242,7 +245,10 @@ def main(argv=None):
             times[name] += variants[name]()
     peaks.append(sgemm_flops())
     rows = {k: statistics.median(v) for k, v in times.items()}
-    med = lambda d: {k: round(statistics.median(v) * 1000, 1) for k, v in d.items()}
+
+    def med(d):
+        return {k: round(statistics.median(v) * 1000, 1) for k, v in d.items()}
+
     tok_s = {n: statistics.median(v) for n, v in pad_times.items()}
 
     m = make_model()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import struct
 import time
 from pathlib import Path
@@ -90,7 +89,9 @@ def whisper_config_from_ct2(v: dict):
     "A `WhisperConfig` with the sizes read off the CTranslate2 variables (vocabulary, width, layers, heads, positions)."
     from transformers import WhisperConfig
 
-    nl = lambda side: _n_layers(v, side)
+    def nl(side):
+        return _n_layers(v, side)
+
     vocab, d = v["decoder/embeddings/weight"].shape
     return WhisperConfig(
         vocab_size=vocab,
@@ -118,7 +119,10 @@ def ct2_to_hf_whisper(v: dict) -> dict:
     The fused projections are split along dim 0: self-attention `linear_0` = [q; k; v], cross-attention
     `linear_1` = [k; v]. Key projections have no bias in Whisper, so the k slice of a fused bias must be zero
     (checked: `ValueError` otherwise). Scalars (activation, num_heads, ...) are not tensors of the model."""
-    t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))
+
+    def t(a):
+        return torch.from_numpy(np.asarray(a, dtype=np.float32))
+
     out, d = {}, v["decoder/embeddings/weight"].shape[1]
 
     def ln(src, dst):
@@ -398,7 +402,10 @@ def box_iou(a: torch.Tensor, b: torch.Tensor, offset: float = 0.0, mode: str = "
     width = x2 - x1 + 1, as the original MATLAB MTCNN code does; torchvision uses 0."""
     if mode not in ("union", "min"):
         raise ValueError(f"mode must be 'union' or 'min', got {mode!r}")
-    area = lambda x: (x[:, 2] - x[:, 0] + offset) * (x[:, 3] - x[:, 1] + offset)
+
+    def area(x):
+        return (x[:, 2] - x[:, 0] + offset) * (x[:, 3] - x[:, 1] + offset)
+
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])
     rb = torch.minimum(a[:, None, 2:4], b[None, :, 2:4])
     wh = (rb - lt + offset).clamp(min=0)
@@ -456,7 +463,9 @@ class _Net(nn.Module):
             self.dense6_1, self.dense6_2, self.dense6_3 = nn.Linear(256, 2), nn.Linear(256, 4), nn.Linear(256, 10)
 
     def forward(self, x):
-        pool = lambda x, k, s: F.max_pool2d(x, k, s, ceil_mode=True)
+        def pool(x, k, s):
+            return F.max_pool2d(x, k, s, ceil_mode=True)
+
         if self.kind == "pnet":
             x = self.prelu3(self.conv3(self.prelu2(self.conv2(pool(self.prelu1(self.conv1(x)), 2, 2)))))
             return self.conv4_2(x), self.conv4_1(x).softmax(1)

@@ -39,7 +39,10 @@ def test_lr_range_test_schedule_and_divergence():
     y = (X[:, 0] > 0).long()
     model = torch.nn.Linear(4, 2)
     batches = [(X[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
-    ce = lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1])
+
+    def ce(m, b):
+        return torch.nn.functional.cross_entropy(m(b[0]), b[1])
+
     r = evaluate.lr_range_test(model, batches, ce, min_lr=1e-5, max_lr=100.0, num_steps=60, diverge_factor=1e9)
     gamma = (100.0 / 1e-5) ** (1 / 59)
     assert len(r["lrs"]) == 60 and np.allclose(r["lrs"], 1e-5 * gamma ** np.arange(60))
@@ -48,7 +51,10 @@ def test_lr_range_test_schedule_and_divergence():
     w = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         w.weight.fill_(1.0)
-    sq = lambda m, b: (m.weight**2).sum()
+
+    def sq(m, b):
+        return (m.weight**2).sum()
+
     d = evaluate.lr_range_test(w, [None], sq, min_lr=1e-4, max_lr=1e3, num_steps=80)
     n = len(d["lrs"])
     assert n < 80  # stopped before the end of the schedule
@@ -70,7 +76,10 @@ def test_fit_temperature_recovers_known_temperature():
     y = np.array([rng.choice(3, p=row) for row in p])
     T = evaluate.fit_temperature(z, y)
     assert abs(T - 2.5) < 0.2
-    nll = lambda t: float(torch.nn.functional.cross_entropy(torch.tensor(z) / t, torch.tensor(y)))
+
+    def nll(t):
+        return float(torch.nn.functional.cross_entropy(torch.tensor(z) / t, torch.tensor(y)))
+
     grid = np.linspace(1.5, 3.5, 201)
     assert nll(T) <= min(nll(t) for t in grid) + 1e-6
 

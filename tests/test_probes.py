@@ -4,7 +4,6 @@ The attribution tests use a tiny hand-built classifier whose right answer is kno
 and the real MiniLM encoder for shapes and integrated-gradients completeness. Quantisation is checked on a small
 network trained on scikit-learn's real digits data (seconds), and on the book's fine-tuned classifier (slow mark)."""
 
-import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -68,9 +67,10 @@ def test_attribution_shapes_and_special_tokens_on_fixed_case():
 def test_faithfulness_direction_on_fixed_case():
     model, tok = BagOfEmbeddings().eval(), ToyTokenizer()
     texts = ["the film is great", "a great film and the plot is very long", "great the film is long", "the great plot"]
-    fn = lambda m, ids: probes.integrated_gradients(m, ids, probes.pad_baseline(ids, tok), steps=16)[
-        "attributions"
-    ].numpy()
+
+    def fn(m, ids):
+        return probes.integrated_gradients(m, ids, probes.pad_baseline(ids, tok), steps=16)["attributions"].numpy()
+
     r = probes.deletion_test(model, tok, texts, fn, frac=0.2, n_random=5, seed=0)
     assert r["p"].shape == r["p_top"].shape == r["p_random"].shape == (4,)
     assert np.all(r["drop_top"] > r["drop_random"])  # deleting 'great' hurts most
@@ -143,7 +143,10 @@ def test_int8_quantised_accuracy_within_tolerance_digits():
         torch.nn.functional.cross_entropy(net(X[:1400]), y[:1400]).backward()
         opt.step()
     q = probes.quantize_int8(net)
-    acc = lambda m: float((m(X[1400:]).argmax(1) == y[1400:]).float().mean())
+
+    def acc(m):
+        return float((m(X[1400:]).argmax(1) == y[1400:]).float().mean())
+
     assert acc(net) > 0.9
     assert abs(acc(q) - acc(net)) <= 0.02  # stated tolerance: 2 points
     # int8 weights are a quarter of float32; the per-row scales (float64) and zero points (int64) add 16 bytes per
@@ -162,7 +165,10 @@ def test_int8_quantised_finetuned_classifier_within_tolerance():
     model, tok = load_folder(finetuned_classifier(cfg))
     test = data.rotten_tomatoes_splits(seed=cfg.seed, max_eval_examples=200)["test"]
     y = np.array(test["label"])
-    acc = lambda m: float((predict_proba(m, tok, test["text"]).argmax(1) == y).mean())
+
+    def acc(m):
+        return float((predict_proba(m, tok, test["text"]).argmax(1) == y).mean())
+
     assert abs(acc(probes.quantize_int8(model)) - acc(model)) <= 0.02
 
 
@@ -192,7 +198,9 @@ def test_membership_inference_auc_equals_sklearn():
 
 
 def test_counterfactual_gap_and_card_checklist():
-    predict = lambda texts: np.array([[0.3, 0.7] if "Ann" in t else [0.6, 0.4] for t in texts])
+    def predict(texts):
+        return np.array([[0.3, 0.7] if "Ann" in t else [0.6, 0.4] for t in texts])
+
     df = probes.counterfactual_probs(predict, ["{X} acts.", "A film by {X}."], {"a": ["Ann", "Ann"], "b": ["Bob"]})
     gaps, ci = probes.counterfactual_gap(df, "a", "b", n_resamples=200)
     assert np.allclose(gaps, 0.3) and ci.low == pytest.approx(0.3) and ci.high == pytest.approx(0.3)
