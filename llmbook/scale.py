@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 
 # %% auto #0
-__all__ = ['BYTES_PER_PARAM', 'PUBLISHED_MODELS', 'H200_BF16_DENSE_FLOPS', 'LAPTOP_2CORE_FP32_FLOPS', 'param_count',
-           'flops_per_token', 'training_flops', 'chinchilla_tokens', 'chinchilla_optimal', 'gpt2_activation_bytes',
-           'training_memory', 'measure_peak_memory', 'training_time_seconds', 'human_duration']
+__all__ = ['BYTES_PER_PARAM', 'PUBLISHED_MODELS', 'ACTIVE_PARAMS', 'H200_BF16_DENSE_FLOPS', 'LAPTOP_2CORE_FP32_FLOPS',
+           'param_count', 'flops_per_token', 'training_flops', 'chinchilla_tokens', 'chinchilla_optimal',
+           'gpt2_activation_bytes', 'training_memory', 'measure_peak_memory', 'training_time_seconds', 'human_duration']
 
 # %% ../nbs/01_background.ipynb #17ab331d
 def _cfg(config, name: str, default=None):
@@ -233,9 +233,16 @@ PUBLISHED_MODELS = [  # name, date (year, month), parameters, training tokens (N
     ("PaLM", (2022, 4), 540e9, 780e9, "Chowdhery et al. 2022, arXiv:2204.02311, Table 1"),
     ("LLaMA-65B", (2023, 2), 65e9, 1.4e12, "Touvron et al. 2023, arXiv:2302.13971, Table 2"),
     ("Llama 2 70B", (2023, 7), 70e9, 2e12, "Touvron et al. 2023, arXiv:2307.09288, Table 1"),
+    ("Mixtral 8x7B (47B total, 13B active)", (2023, 12), 46.7e9, None, "Jiang et al. 2024, arXiv:2401.04088"),
     ("Llama 3.1 405B", (2024, 7), 405e9, 15.6e12, "Llama Team 2024, The Llama 3 Herd of Models, arXiv:2407.21783"),
     ("DeepSeek-V3 (671B total, 37B active)", (2024, 12), 671e9, 14.8e12, "DeepSeek-AI 2024, arXiv:2412.19437"),
 ]
+
+# mixture-of-experts models: parameters used per token (the rest sit in experts the router did not pick)
+ACTIVE_PARAMS = {
+    "Mixtral 8x7B (47B total, 13B active)": 12.9e9,  # Jiang et al. 2024, section 2
+    "DeepSeek-V3 (671B total, 37B active)": 37e9,  # DeepSeek-AI 2024, abstract
+}
 
 # %% ../nbs/01_background.ipynb #1866c44d
 H200_BF16_DENSE_FLOPS = 989e12  # NVIDIA H200 SXM, dense BF16 tensor-core peak (1,979e12 with 2:4 sparsity)
