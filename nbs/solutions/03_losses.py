@@ -12,7 +12,7 @@ import torch
 
 # %% solution: losses-1
 # l = -z_0 + log(e^2 + e^1 + e^0)
-losses_1 = -2 + math.log(math.e**2 + math.e + 1)
+losses_1 = -2 + math.log(math.e**2 + math.e + 1)  # 0.4076
 
 
 # %% solution: losses-2
@@ -38,12 +38,12 @@ def my_cross_entropy_grad(logits, labels):
 # Cross-entropy against a target distribution t is smallest when the prediction equals t. The smoothed target puts
 # 1 - eps + eps / C on the true class.
 eps, C = 0.1, 4
-losses_4 = 1 - eps + eps / C
+losses_4 = 1 - eps + eps / C  # 0.925
 
 
 # %% solution: losses-5
 # Each batch's summed loss is its mean times its count; the mean over all tokens is total loss / total count.
-losses_5 = (2 * 1.0 + 6 * 3.0) / (2 + 6)
+losses_5 = (2 * 1.0 + 6 * 3.0) / (2 + 6)  # 2.5, where averaging the two batch means gives 2.0
 
 
 # %% wrong answers (each must be rejected by its check)
