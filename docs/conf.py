@@ -5,10 +5,13 @@ Build it with `tools/build_docs.sh` (not with sphinx-build directly): that scrip
 `docs/prepare.py`), fetches MathJax 3 from npm once, and runs `sphinx-build -c docs _build/src _build/html`.
 
 Nothing on the built site loads from the network: notebooks keep their stored outputs (no execution), MathJax is a
-local copy under `_static/mathjax/`, search is Sphinx's own JavaScript index, and the ipywidgets loader (a CDN
-script) is switched off.
+local copy under `_static/mathjax/`, search is Sphinx's own JavaScript index (Chinese segmented with jieba, see
+below), and the ipywidgets loader (a CDN script) is switched off.
 """
 
+import ast
+import json
+import logging
 import os
 import re
 import sys
@@ -76,6 +79,63 @@ html_theme_options = {
     "navigation_with_keys": False,
 }
 html_copy_source = True
+
+# ---- search: Chinese as well as English ------------------------------------------------------------------------
+# The glossary and the map of the Chinese source hold Chinese terms, also inside running Chinese text and compounds
+# ("迁移学习与微调"). Sphinx's English indexer splits only on non-word characters, so such a run is one token and a
+# search for 微调 misses it. The zh indexer segments Chinese with jieba (`cut_for_search`: words and their
+# sub-words) and indexes Latin words with the English stemmer and stop words, so English search works as before.
+# `html_search_language` switches only the search index: `language`, and with it the theme's labels, stays English.
+# jieba's user dictionary gets the glossary's Chinese terms, so that 迁移学习 or 注意力机制 are words of their own.
+try:
+    import jieba
+except ImportError:
+    raise RuntimeError(
+        "Chinese site search needs jieba (in the docs extra): pip install -e '.[docs]' or pip install jieba"
+    ) from None
+jieba.setLogLevel(logging.WARNING)  # no "Building prefix dict" chatter in the build log
+
+
+def _glossary_terms(nb_path: Path) -> list[str]:
+    "The Chinese terms of the glossary notebook (its `GLOSSARY = {...}` literal), split at non-CJK characters."
+    if not nb_path.is_file():
+        return []
+    for cell in json.loads(nb_path.read_text(encoding="utf-8"))["cells"]:
+        src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if cell["cell_type"] != "code" or "GLOSSARY = {" not in src:
+            continue
+        for node in ast.parse(src).body:
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "GLOSSARY":
+                groups = ast.literal_eval(node.value)
+                runs = (re.findall(r"[\u4e00-\u9fff]{2,}", zh) for rows in groups.values() for zh, *_ in rows)
+                return sorted({r for rs in runs for r in rs})
+    return []
+
+
+_userdict = ROOT / "_build" / "jieba_userdict.txt"
+_userdict.parent.mkdir(parents=True, exist_ok=True)
+_words = "".join(w + "\n" for w in _glossary_terms(ROOT / "nbs" / "11_glossary.ipynb"))
+if not _userdict.is_file() or _userdict.read_text(encoding="utf-8") != _words:
+    _userdict.write_text(_words, encoding="utf-8")
+html_search_language = "zh"
+html_search_options = {"dict": str(_userdict)}
+
+
+# Sphinx 9.0 writes `window.Stemmer = ChineseStemmer;` into language_data.js for zh, but zh uses the English stemmer
+# (the JS defines EnglishStemmer only), so every search dies with "ReferenceError: ChineseStemmer is not defined"
+# (sphinx-doc/sphinx#14229; fixed upstream by deriving the class name from the stemmer file, #14416). The JS class
+# name is built from `language_name`: a subclass that names the stemmer it really ships fixes it on every version.
+def _fix_zh_stemmer_name():
+    from sphinx.search import languages
+    from sphinx.search.zh import SearchChinese
+
+    class SearchChineseEnglishStemmer(SearchChinese):
+        language_name = "English"  # used for the JS stemmer class name (and a log line), nothing else
+
+    languages["zh"] = SearchChineseEnglishStemmer
+
+
+_fix_zh_stemmer_name()
 html_show_sourcelink = False
 html_last_updated_fmt = None
 

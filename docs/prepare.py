@@ -25,6 +25,9 @@ MyST-NB expects:
   warning, instead of dead links; links to existing notebooks are left for MyST-NB, which makes them page links;
 - nbdev's links to its hosted docs (`https://<doc_host>/<baseurl>/config.html#load`) become local
   cross-references: `{py:obj}` roles into the API reference for library symbols, links to the notebook otherwise;
+- exercise solutions (`nbs/solutions/<chapter>.py`, outside the chapters) are shown under their exercise, folded
+  behind "Show solution": after each code cell calling `check.exercise("<name>", ...)` comes a markdown cell with an
+  HTML `<details>` block holding the code of the file's `# %% solution: <name>` cell;
 - every cell gets an id (nbformat 4.5) and nbdev's extra `has_sd` cell key is dropped;
 - the home page (index) gets a hidden toctree listing every chapter in file order, then the pages of `docs/`.
 
@@ -444,6 +447,58 @@ def nbdev_process(nbs: Path, proc: Path) -> int:
     return len(todo)
 
 
+# ---- exercise solutions ---------------------------------------------------------------------------------------
+_re_solution_cell = re.compile(r"^#\s*%%\s*solution:\s*([\w-]+)\s*$")
+_re_cell_marker = re.compile(r"^#\s*%%")
+_re_exercise_call = re.compile(r"check\.exercise\(\s*[\"']([\w-]+)[\"']")
+
+
+def solution_blocks(path: Path) -> dict[str, str]:
+    """Exercise name -> its solution code, from a solutions file (`nbs/solutions/<chapter>.py`): the lines of each
+    `# %% solution: <name>` cell, up to the next `# %%` marker, blank lines at both ends dropped."""
+    blocks, name, buf = {}, None, []
+
+    def flush():
+        if name is not None:
+            blocks[name] = "".join(buf).strip("\n") + "\n"
+
+    for ln in lines(path.read_text(encoding="utf-8")):
+        if _re_cell_marker.match(ln):
+            flush()
+            m = _re_solution_cell.match(ln.rstrip("\n"))
+            name, buf = (m.group(1) if m else None), []
+        elif name is not None:
+            buf.append(ln)
+    flush()
+    return blocks
+
+
+def solution_markdown(code: str) -> str:
+    "A folded 'Show solution' block (HTML <details>, so no Sphinx extension is needed) around highlighted code."
+    return (
+        '<details class="llmbook-solution">\n<summary>Show solution</summary>\n\n'
+        f"```python\n{code.rstrip()}\n```\n\n</details>\n"
+    )
+
+
+def add_solutions(nb: dict, path: Path) -> dict:
+    """After every code cell that calls `check.exercise("<name>", ...)`, a markdown cell with that exercise's
+    solution from `path`, folded. Warns about solutions no cell asks for (they are not shown)."""
+    blocks = solution_blocks(path)
+    out, used = [], set()
+    for cell in nb.get("cells", []):
+        out.append(cell)
+        if cell.get("cell_type") != "code":
+            continue
+        for name in _re_exercise_call.findall(src_text(cell)):
+            if name in blocks and name not in used:
+                out.append(dict(cell_type="markdown", metadata={}, source=solution_markdown(blocks[name])))
+                used.add(name)
+    for name in sorted(set(blocks) - used):
+        warn(f"{path.name}: the solution of {name} has no cell calling check.exercise({name!r}, ...); not shown")
+    return dict(nb, cells=out)
+
+
 # ---- main ------------------------------------------------------------------------------------------------------
 def stage(proc: Path, nbs: Path, out: Path) -> dict:
     if not proc.is_dir():
@@ -487,7 +542,11 @@ def stage(proc: Path, nbs: Path, out: Path) -> dict:
         original = nbs / rel
         toc = make_toctree(chapters, pages) if rel.as_posix() == "index.ipynb" else None
         links.here, links.missing = posixpath.dirname(rel.as_posix()), []
-        nb = transform(parsed[p], original, links, depth=len(rel.parts) - 1, toctree=toc)
+        solutions = nbs / "solutions" / f"{rel.stem}.py"
+        nb = parsed[p]
+        if len(rel.parts) == 1 and solutions.is_file():
+            nb = add_solutions(nb, solutions)
+        nb = transform(nb, original, links, depth=len(rel.parts) - 1, toctree=toc)
         for target in dict.fromkeys(links.missing):
             warn(f"{rel}: links to {target}, which does not exist (yet); shown as plain text")
         changed += write_if_changed(dest, (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode())

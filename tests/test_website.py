@@ -13,7 +13,10 @@ network would fail here. What is checked, and how:
 - screenshot: `_build/screenshots/<page>.png` of the math page, scrolled to its first formula, checked to be a
   non-blank PNG (look at it: it is the evidence a human can judge);
 - search: `search.html?q=WORD`, WORD a long word from the math chapter's text, must list that chapter with a
-  snippet containing WORD (snippets are fetched over HTTP, which is why the site is served);
+  snippet containing WORD (snippets are fetched over HTTP, which is why the site is served); and Chinese terms
+  (微调, 注意力机制) must be found inside running Chinese text, where only a segmenting indexer (jieba) sees them;
+- links: every section link of the glossary points at an anchor that exists; every exercise of a chapter with
+  solutions has its solution folded under it (`<details>` with highlighted code);
 - no page loads a script or stylesheet from another host, and MathJax comes from `_static/mathjax/`.
 
 Without Chromium the test skips, except under CI=true, where it fails (CI must never silently pass it).
@@ -306,3 +309,43 @@ def test_search_finds_a_chapter_word(site, server, chromium):
     hits = [h for h in res["hits"] if (h["href"] or "").split("?")[0].split("#")[0] == page.name]
     assert hits, f"search for {word!r} did not list {page.name}: {res}"
     assert word.lower() in hits[0]["snippet"].lower(), f"the snippet does not show {word!r}: {hits[0]}"
+
+
+@pytest.mark.parametrize("term", ["微调", "注意力机制"])
+def test_search_finds_chinese_terms_in_prose(site, server, chromium, term):
+    """A Chinese term inside a run of Chinese characters ("...预训练与微调的中文文章..."). Sphinx's English indexer
+    makes the whole run one token, so it finds a page only where the term stands alone (a glossary cell); the
+    jieba-segmented zh index (docs/conf.py) must also list a page where the term occurs ONLY inside longer runs."""
+    res = _probe(chromium, server, f"search.html?q={term}", "search")
+    print(f"\nsearch {term!r}: {len(res['hits'])} hit(s): " + "; ".join(h["href"] or "?" for h in res["hits"][:5]))
+    only_in_runs = []
+    for h in res["hits"]:
+        runs = re.findall("[\u4e00-\u9fff]+", _text(site / (h["href"] or "").split("?")[0].split("#")[0]))
+        if any(term in r for r in runs) and all(r != term for r in runs):
+            only_in_runs.append(h)
+    assert only_in_runs, f"no page where {term!r} occurs only inside Chinese prose was found: {res}"
+    assert term in only_in_runs[0]["snippet"], f"the snippet does not show {term!r}: {only_in_runs[0]}"
+
+
+def test_glossary_links_and_solution_blocks(site):
+    glossary = next(site.glob("*glossary*.html"), None)
+    assert glossary is not None, "no glossary page"
+    links = re.findall(r'<a class="reference internal" href="([^"#]+\.html)#([^"]+)"', glossary.read_text("utf-8"))
+    assert len(links) > 50, f"only {len(links)} section links in {glossary.name}"
+    bad = []
+    for page, anchor in sorted(set(links)):
+        target = site / page
+        if not target.is_file() or f'id="{anchor}"' not in target.read_text(encoding="utf-8"):
+            bad.append(f"{page}#{anchor}")
+    assert not bad, f"glossary links to anchors that do not exist: {bad}"
+    # solutions: one folded block with highlighted code per exercise of each chapter that has a solutions file
+    for sol in sorted((ROOT / "nbs" / "solutions").glob("*.py")):
+        cells = json.loads((ROOT / "nbs" / f"{sol.stem}.ipynb").read_text(encoding="utf-8"))["cells"]
+        source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        names = set(re.findall(r"check\.exercise\(\s*[\"']([\w-]+)[\"']", source))
+        page = (site / f"{sol.stem}.html").read_text(encoding="utf-8")
+        blocks = re.findall(
+            r'<details class="llmbook-solution">\s*<summary>Show solution</summary>(.*?)</details>', page, re.S
+        )
+        assert names and len(blocks) == len(names), f"{sol.stem}: {len(names)} exercises, {len(blocks)} solution blocks"
+        assert all('<div class="highlight">' in b for b in blocks), f"{sol.stem}: a solution without highlighted code"
