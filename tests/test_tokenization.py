@@ -15,6 +15,7 @@
 
 import ast
 import json
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -301,18 +302,30 @@ def stub(*args):
 def test_exercise_checks(minilm_dir, smol_dir, hamlet):
     vocab = WordPiece.from_file(minilm_dir / "vocab.txt").vocab
     smol = ByteLevelBPE.from_tokenizer_json(smol_dir / "tokenizer.json")
-    assert check_wordpiece_exercise(solution_wordpiece, vocab) == "correct"
-    assert check_pair_exercise(solution_pair, hamlet) == "correct"
-    assert check_decode_exercise(solution_decode, smol) == "correct"
-    assert check_wordpiece_exercise(stub, vocab) == "not yet solved"
-    assert check_pair_exercise(stub, hamlet) == "not yet solved"
-    assert check_decode_exercise(stub, smol) == "not yet solved"
+    assert check_wordpiece_exercise(solution_wordpiece, vocab) == "tokenization-1: correct"
+    assert check_pair_exercise(solution_pair, hamlet) == "tokenization-2: correct"
+    assert check_decode_exercise(solution_decode, smol) == "tokenization-3: correct"
+    assert check_wordpiece_exercise(stub, vocab).startswith("tokenization-1: not yet solved")
+    assert check_pair_exercise(stub, hamlet).startswith("tokenization-2: not yet solved")
+    assert check_decode_exercise(stub, smol).startswith("tokenization-3: not yet solved")
+    assert check_decode_exercise(returns_none, smol).startswith("tokenization-3: not yet solved")
     # wrong answers get a hint (never the answer, never an exception)
-    assert check_wordpiece_exercise(no_unk_limit, vocab).startswith("hint:")
-    assert check_wordpiece_exercise(divide_by_zero, vocab).startswith("hint: your function raised ZeroDivision")
-    assert check_pair_exercise(unweighted_pair, hamlet).startswith("hint:")
-    assert check_decode_exercise(decode_each_token, smol).startswith("hint:")
-    assert check_decode_exercise("".join, smol).startswith("hint:")
+    hint = "not quite: "
+    assert check_wordpiece_exercise(no_unk_limit, vocab).startswith("tokenization-1: " + hint)
+    assert check_wordpiece_exercise(divide_by_zero, vocab).startswith(
+        f"tokenization-1: {hint}your function raised Zero"
+    )
+    assert check_pair_exercise(unweighted_pair, hamlet).startswith("tokenization-2: " + hint)
+    assert check_pair_exercise(divide_by_zero, hamlet).startswith("tokenization-2: " + hint)
+    assert (
+        check_pair_exercise(returns_an_int, hamlet)
+        == "tokenization-2: not quite: return a pair (x, y) of two strings; got int"
+    )
+    assert check_decode_exercise(decode_each_token, smol).startswith("tokenization-3: " + hint)
+    assert check_decode_exercise("".join, smol).startswith("tokenization-3: " + hint)
+    # a hint never contains the answer: for exercise 2, the pair itself
+    right = solution_pair(Counter(tuple(w) for w in byte_level_words(hamlet)))
+    assert repr(right) not in check_pair_exercise(unweighted_pair, hamlet)
 
 
 def no_unk_limit(word, vocab):
@@ -322,6 +335,14 @@ def no_unk_limit(word, vocab):
 
 def divide_by_zero(*args):
     return 1 / 0
+
+
+def returns_none(*args):
+    return None
+
+
+def returns_an_int(word_counts):
+    return 7
 
 
 def unweighted_pair(word_counts):
