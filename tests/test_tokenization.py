@@ -98,6 +98,17 @@ def test_wordpiece_equals_transformers_on_every_text(texts, minilm_dir):
             assert wp.decode(ids, skip_special_tokens=skip) == ref.decode(ids, skip_special_tokens=skip)
 
 
+def test_minilm_reference_truncation_is_set_per_call(minilm_dir):
+    "Why the comparisons name their truncation: the stored 128 applies to the backend, transformers overrides it."
+    ref = _auto_tokenizer(minilm_dir)
+    long_text = " ".join(["wonderful"] * 300)
+    assert ref.backend_tokenizer.truncation["max_length"] == 128
+    assert len(ref.backend_tokenizer.encode(long_text).ids) == 128
+    assert len(ref(long_text)["input_ids"]) == 302  # no truncation argument: none at all
+    assert ref.backend_tokenizer.truncation is None  # ... and the shared backend is left that way
+    assert len(ref(long_text, truncation=True, max_length=128)["input_ids"]) == 128
+
+
 def test_wordpiece_details(minilm_dir):
     wp = WordPiece.from_file(minilm_dir / "vocab.txt")
     assert wp.tokenize("Café déjà vu") == ["cafe", "de", "##ja", "vu"]
