@@ -372,6 +372,20 @@ def _attempt(fn, *args):
         return None, f"not yet: your function raised {type(e).__name__}: {e}"
 
 
+def _never_raises(check):
+    "Wrap an exercise check so that an answer it cannot even compare (a wrong type) gets a message, not a traceback."
+
+    def wrapped(fn) -> str:
+        try:
+            return check(fn)
+        except Exception as e:
+            return f"not yet: the check could not use your answer ({type(e).__name__}: {e}); look at the return type."
+
+    wrapped.__name__, wrapped.__doc__ = check.__name__, check.__doc__
+    return wrapped
+
+
+@_never_raises
 def check_causal_shift(fn) -> str:
     "Exercise 1: `fn(logits, labels)` against torch's cross-entropy with the shift, on random padded batches."
     g = torch.Generator().manual_seed(0)
@@ -394,6 +408,7 @@ def check_causal_shift(fn) -> str:
     return "correct"
 
 
+@_never_raises
 def check_decoder_params(fn) -> str:
     "Exercise 2: `fn(**fields)` against `scale.param_count` for several decoder shapes (tied and untied, GQA)."
     shapes = [
@@ -443,6 +458,7 @@ def check_decoder_params(fn) -> str:
     return "correct"
 
 
+@_never_raises
 def check_bits_per_char(fn) -> str:
     "Exercise 3: `fn(mean_loss_nats, n_tokens, n_chars)` -> bits per character."
     for loss, n_tok, n_chr in ((2.0, 1000, 4000), (1.2, 350, 350), (3.5, 20, 61)):

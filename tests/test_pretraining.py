@@ -533,6 +533,9 @@ def test_exercise_hints_do_not_give_the_answer():
     assert "RMSNorm" in check_decoder_params(no_norms)
     assert "bits per token" in check_bits_per_char(lambda loss, t, c: loss / math.log(2))
     assert "ln 2" in check_bits_per_char(lambda loss, t, c: loss * t / c)
+    for wrong_type in (lambda *a: None, lambda *a: "12", lambda *a: torch.zeros(3, dtype=torch.float64)):
+        for check in (check_causal_shift, check_decoder_params, check_bits_per_char):
+            assert check(wrong_type).startswith("not yet")  # a message, never an exception
     for msg in (check_causal_shift(unshifted), check_decoder_params(no_norms), check_bits_per_char(lambda *a: 0.0)):
         assert msg.startswith("not yet") and "math.log(2)" not in msg
 
