@@ -268,7 +268,7 @@ def test_gpt2_peak_memory_model_within_15_percent():
     assert abs(est["peak"] / measured - 1) < 0.15
 
 
-# ------------------------------------------------------------------ every model type the docstring names, via from_config
+# ---------------------------------------------------------- every model type the docstring names, via from_config
 def _small_config(model_type: str, tie: bool):
     "A small config of `model_type` (vocabulary 300, 2 layers, grouped-query attention where the family has it)."
     from transformers import AutoConfig
