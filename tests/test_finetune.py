@@ -516,3 +516,78 @@ def test_frozen_submodules_run_in_eval_mode_for_every_strategy(strategy):
             assert torch.equal(_first_tensor(out), again), f"{strategy}: {name} is not deterministic in training"
     for n, b in model.named_buffers():
         assert torch.equal(b, buffers[n]), n
+
+
+# ---------------------------------------------------------------- killed while writing a checkpoint
+KILL_IN_SAVE = """
+import os, signal, sys
+import accelerate
+orig = accelerate.Accelerator.save_state
+def save_state(self, output_dir=None, **kw):
+    out = orig(self, output_dir, **kw)
+    if output_dir and "step-{step:07d}" in str(output_dir):  # the weights are written, the folder not yet final
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+accelerate.Accelerator.save_state = save_state
+from llmbook.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.slow
+def test_finetune_killed_inside_a_checkpoint_write_resumes_from_the_last_complete_one(tmp_path):
+    """`llmbook finetune` SIGKILLed while checkpoint 3 is being written (accelerate's files are on disk, the folder is
+    not yet committed): every folder named like a checkpoint is complete and loadable, the newest is step 2, and
+    `--resume` continues from it to the end (4 steps). Head strategy, 64 examples."""
+    from safetensors.torch import load_file
+
+    from llmbook.train import latest_checkpoint
+
+    out = tmp_path / "run"
+    common = [
+        "finetune",
+        "--output-dir",
+        str(out),
+        "--strategy",
+        "head",
+        "--max-train-examples",
+        "64",
+        "--max-length",
+        "32",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--save-every-steps",
+        "1",
+        "--no-progress",
+        "--profile",
+        "fast",
+    ]
+    env = dict(os.environ, LLMBOOK_MAX_EVAL_EXAMPLES="32")
+    killed = subprocess.run([sys.executable, "-c", KILL_IN_SAVE.format(step=3), *common], **_quiet(env))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    ck = out / "checkpoints"
+    assert (ck / ".tmp-step-0000003").is_dir()  # the torn write exists ...
+    named = sorted(p.name for p in ck.iterdir() if p.name.startswith("step-"))
+    assert named == ["step-0000001", "step-0000002"], named  # ... but nothing named like a checkpoint is torn
+    assert latest_checkpoint(out) == ck / "step-0000002"
+    model, _ = ft.load_classifier("minilm", ["rotten", "fresh"])
+    want = {k: v.shape for k, v in model.state_dict().items()}
+    for name in named:
+        state = json.loads((ck / name / "trainer_state.json").read_text())
+        assert state["state"]["global_step"] == int(name.split("-")[1])
+        weights = load_file(ck / name / "model.safetensors")
+        assert {k: v.shape for k, v in weights.items()} == want
+        assert (ck / name / "optimizer.bin").is_file()
+    assert not (out / "metrics.json").exists() and not (out / "model.safetensors").exists()
+    resumed = subprocess.run([sys.executable, "-c", KILL_IN_SAVE.format(step=99), *common, "--resume"], **_quiet(env))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {ck / 'step-0000002'} (step 2" in resumed.stdout
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 4
+    assert max(h["step"] for h in json.loads((out / "history.json").read_text())) == 4
+    assert not (out / "checkpoints").exists()  # a finished run removes its checkpoints, torn write included
+
+
+def _quiet(env):
+    return dict(capture_output=True, text=True, env=env)
