@@ -568,9 +568,9 @@ def test_finetune_killed_inside_a_checkpoint_write_resumes_from_the_last_complet
     killed = subprocess.run([sys.executable, "-c", KILL_IN_SAVE.format(step=3), *common], **_quiet(env))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     ck = out / "checkpoints"
-    assert (ck / ".tmp-step-0000003").is_dir()  # the torn write exists ...
     named = sorted(p.name for p in ck.iterdir() if p.name.startswith("step-"))
-    assert named == ["step-0000001", "step-0000002"], named  # ... but nothing named like a checkpoint is torn
+    assert named == ["step-0000001", "step-0000002"], named  # nothing named like a checkpoint is torn ...
+    assert (ck / ".tmp-step-0000003").is_dir()  # ... though the torn write exists, under a temporary name
     assert latest_checkpoint(out) == ck / "step-0000002"
     model, _ = ft.load_classifier("minilm", ["rotten", "fresh"])
     want = {k: v.shape for k, v in model.state_dict().items()}
