@@ -399,3 +399,195 @@ def test_failed_run_leaves_no_empty_output_dir(tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(ft.FinetuneError, match="is not a model folder.*'minilm'"):
         ft.resolve_model(str(bad))
+
+
+# ---------------------------------------------------------------- which parameters train, and frozen parts in eval
+def _trainable_names(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("k", [1, 2, 6])
+def test_last_k_unfreezes_exactly_the_top_k_layers_by_name(k):
+    """last-k on MiniLM (6 BERT layers): the trainable parameters are, by name, those of encoder layers 6-k..5, the
+    pooler (it sits on the last layer) and the classification head; nothing of the embeddings or lower layers."""
+    model, _ = ft.load_classifier("minilm", ["rotten", "fresh"])
+    names = [n for n, _ in model.named_parameters()]
+    model = ft.apply_strategy(model, "last-k", last_k=k)
+
+    def layer(n):
+        return int(n.split(".")[3]) if n.startswith("bert.encoder.layer.") else None
+
+    top = {n for n in names if layer(n) is not None and layer(n) >= 6 - k}
+    expected = top | {n for n in names if n.startswith(("bert.pooler.", "classifier."))}
+    assert len({layer(n) for n in top}) == k and len(top) == 16 * k  # 16 tensors per BERT layer
+    assert _trainable_names(model) == expected
+    assert not any(n.startswith("bert.embeddings.") for n in _trainable_names(model))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_last_k_top_layers_by_name_on_decoder_classifiers(arch):
+    "last-k on other layouts (`model.layers`, `transformer.h`; head `score`, no pooler): the top k blocks and the head."
+    from transformers import GPT2Config, GPT2ForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    if arch == "llama":
+        cfg = LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=100,
+            num_labels=3,
+            pad_token_id=0,
+        )
+        model, prefix = LlamaForSequenceClassification(cfg), "model.layers."
+    else:
+        cfg = GPT2Config(
+            n_embd=32, n_layer=4, n_head=4, vocab_size=100, n_positions=32, num_labels=3, pad_token_id=0, bos_token_id=0
+        )
+        cfg.eos_token_id = 0
+        model, prefix = GPT2ForSequenceClassification(cfg), "transformer.h."
+    names = [n for n, _ in model.named_parameters()]
+    model = ft.apply_strategy(model, "last-k", last_k=2)
+    expected = {n for n in names if n.startswith((prefix + "2.", prefix + "3.", "score."))}
+    assert _trainable_names(model) == expected and len(expected) > 2
+
+
+def _module(model, name):
+    return dict(model.named_modules())[name]
+
+
+def _first_tensor(out):
+    "The main output tensor of a module: itself, the first of a tuple, or a ModelOutput's first field."
+    if isinstance(out, torch.Tensor):
+        return out
+    return out[0] if isinstance(out, tuple) else out.to_tuple()[0]
+
+
+def _frozen_maximal(model) -> list:
+    "Maximal submodules with parameters, all frozen (computed here, independently of ft.frozen_modules)."
+    out = []
+    for name, m in model.named_modules():
+        ps = list(m.parameters())
+        if ps and not any(p.requires_grad for p in ps) and not any(name.startswith(o + ".") for o, _ in out):
+            out.append((name, m))
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["head", "last-k", "lora", "full"])
+def test_frozen_submodules_run_in_eval_mode_for_every_strategy(strategy):
+    """After `model.train()` and a forward pass, every fully frozen submodule and everything inside it is in eval
+    mode, and behaves so: fed the same input again, it gives the same output (MiniLM has dropout 0.1, so a frozen
+    block left in train mode would not), and no buffer changed. Trainable parts stay in train mode."""
+    model, tok = ft.load_classifier("minilm", ["rotten", "fresh"])
+    model = ft.apply_strategy(model, strategy, last_k=2)
+    frozen = _frozen_maximal(model)
+    if strategy == "full":
+        assert frozen == []
+    else:
+        assert frozen, strategy
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    calls = {}
+
+    def record(name):
+        def hook(mod, args, kwargs, output):
+            calls.setdefault(name, (args, kwargs, output))
+
+        return hook
+
+    handles = [m.register_forward_hook(record(n), with_kwargs=True) for n, m in frozen]
+    model.train()
+    enc = tok(["a fine, quietly moving film", "a bad one"], return_tensors="pt", padding=True)
+    torch.manual_seed(0)
+    model(**enc)
+    for h in handles:
+        h.remove()
+    for name, m in frozen:
+        assert not any(sub.training for sub in m.modules()), f"{strategy}: {name} is in train mode"
+    trainable_leaves = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+    assert trainable_leaves and all(m.training for m in trainable_leaves)
+    # every frozen module ran (LoRA's copy of the original head, which peft keeps but never calls, aside)
+    assert {n for n, _ in frozen if not n.endswith("original_module")} <= set(calls)
+    with torch.no_grad():
+        for name, (args, kwargs, out) in calls.items():
+            torch.manual_seed(1)  # another dropout draw, if any dropout were active
+            again = _first_tensor(_module(model, name)(*args, **kwargs))
+            assert torch.equal(_first_tensor(out), again), f"{strategy}: {name} is not deterministic in training"
+    for n, b in model.named_buffers():
+        assert torch.equal(b, buffers[n]), n
+
+
+# ---------------------------------------------------------------- killed while writing a checkpoint
+KILL_IN_SAVE = """
+import os, signal, sys
+import accelerate
+orig = accelerate.Accelerator.save_state
+def save_state(self, output_dir=None, **kw):
+    out = orig(self, output_dir, **kw)
+    if output_dir and "step-{step:07d}" in str(output_dir):  # the weights are written, the folder not yet final
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+accelerate.Accelerator.save_state = save_state
+from llmbook.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.slow
+def test_finetune_killed_inside_a_checkpoint_write_resumes_from_the_last_complete_one(tmp_path):
+    """`llmbook finetune` SIGKILLed while checkpoint 3 is being written (accelerate's files are on disk, the folder is
+    not yet committed): every folder named like a checkpoint is complete and loadable, the newest is step 2, and
+    `--resume` continues from it to the end (4 steps). Head strategy, 64 examples."""
+    from safetensors.torch import load_file
+
+    from llmbook.train import latest_checkpoint
+
+    out = tmp_path / "run"
+    common = [
+        "finetune",
+        "--output-dir",
+        str(out),
+        "--strategy",
+        "head",
+        "--max-train-examples",
+        "64",
+        "--max-length",
+        "32",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--save-every-steps",
+        "1",
+        "--no-progress",
+        "--profile",
+        "fast",
+    ]
+    env = dict(os.environ, LLMBOOK_MAX_EVAL_EXAMPLES="32")
+    killed = subprocess.run([sys.executable, "-c", KILL_IN_SAVE.format(step=3), *common], **_quiet(env))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    ck = out / "checkpoints"
+    named = sorted(p.name for p in ck.iterdir() if p.name.startswith("step-"))
+    assert named == ["step-0000001", "step-0000002"], named  # nothing named like a checkpoint is torn ...
+    assert (ck / ".tmp-step-0000003").is_dir()  # ... though the torn write exists, under a temporary name
+    assert latest_checkpoint(out) == ck / "step-0000002"
+    model, _ = ft.load_classifier("minilm", ["rotten", "fresh"])
+    want = {k: v.shape for k, v in model.state_dict().items()}
+    for name in named:
+        state = json.loads((ck / name / "trainer_state.json").read_text())
+        assert state["state"]["global_step"] == int(name.split("-")[1])
+        weights = load_file(ck / name / "model.safetensors")
+        assert {k: v.shape for k, v in weights.items()} == want
+        assert (ck / name / "optimizer.bin").is_file()
+    assert not (out / "metrics.json").exists() and not (out / "model.safetensors").exists()
+    resumed = subprocess.run([sys.executable, "-c", KILL_IN_SAVE.format(step=99), *common, "--resume"], **_quiet(env))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {ck / 'step-0000002'} (step 2" in resumed.stdout
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == 4
+    assert max(h["step"] for h in json.loads((out / "history.json").read_text())) == 4
+    assert not (out / "checkpoints").exists()  # a finished run removes its checkpoints, torn write included
+
+
+def _quiet(env):
+    return dict(capture_output=True, text=True, env=env)

@@ -486,3 +486,44 @@ def test_plots_return_figures():
     fig2 = M.plot_confusion_matrix(M.confusion_matrix([0, 1, 2, 2], [0, 2, 2, 1]), ["a", "b", "c"])
     assert fig2.axes[0].get_xlabel() == "predicted"
     plt.close("all")
+
+
+# ------------------------------------------------------------------ the fine-tuning job's metrics dict
+@pytest.mark.parametrize("seed", range(8))
+def test_finetune_classification_metrics_equal_sklearn(seed):
+    """`llmbook.finetune.classification_metrics` (what metrics.json, the model card and `llmbook evaluate` report):
+    accuracy, macro precision/recall/F1, per-class values and the confusion matrix equal scikit-learn's on random
+    multi-class labels with one class never predicted and unequal class sizes (so macro and weighted averages differ,
+    which is checked, and a weighted average in place of the macro one would fail). Tolerance 1e-12."""
+    from llmbook.finetune import classification_metrics
+
+    rng = np.random.default_rng(seed)
+    C = int(rng.integers(3, 6))
+    yt = rng.choice(C, 200, p=np.arange(1, C + 1) / np.arange(1, C + 1).sum())
+    never = int(rng.integers(C))
+    yp = np.where(rng.random(200) < 0.6, yt, rng.integers(0, C, 200))
+    yp[yp == never] = (never + 1) % C
+    names = [f"c{i}" for i in range(C)]
+    got = classification_metrics(yp, yt, names)
+    kw = dict(labels=list(range(C)), zero_division=0)
+    p, r, f, _ = skm.precision_recall_fscore_support(yt, yp, average="macro", **kw)
+    wp, wr, wf, _ = skm.precision_recall_fscore_support(yt, yp, average="weighted", **kw)
+    assert min(abs(p - wp), abs(r - wr), abs(f - wf)) > 1e-3  # the two averages are told apart
+    for k, v in dict(accuracy=skm.accuracy_score(yt, yp), precision_macro=p, recall_macro=r, f1_macro=f).items():
+        assert abs(got[k] - v) < 1e-12, k
+    pc, rc, fc, sc = skm.precision_recall_fscore_support(yt, yp, average=None, **kw)
+    for i, n in enumerate(names):
+        np.testing.assert_allclose(
+            [got["per_class"][n][k] for k in ("precision", "recall", "f1")], [pc[i], rc[i], fc[i]], atol=1e-12
+        )
+        assert got["per_class"][n]["support"] == sc[i]
+    assert got["per_class"][names[never]]["precision"] == 0.0  # never predicted: zero_division=0
+    assert got["confusion_matrix"] == skm.confusion_matrix(yt, yp, labels=range(C)).tolist()
+    assert got["examples"] == 200
+    # the library's weighted average (classification_report, precision_recall_fscore_support) against scikit-learn
+    ours = M.precision_recall_fscore_support(yt, yp, average="weighted", num_classes=C, zero_division=0)
+    np.testing.assert_allclose(ours[:3], [wp, wr, wf], atol=1e-12)
+    rep = M.classification_report(yt, yp, num_classes=C, output_dict=True, zero_division=0)
+    np.testing.assert_allclose(
+        [rep["macro avg"][k] for k in ("precision", "recall", "f1-score")], [p, r, f], atol=1e-12
+    )

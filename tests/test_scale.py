@@ -266,3 +266,56 @@ def test_gpt2_peak_memory_model_within_15_percent():
         step_extra_bytes=1000 * 128 * 4,
     )
     assert abs(est["peak"] / measured - 1) < 0.15
+
+
+# ---------------------------------------------------------- every model type the docstring names, via from_config
+def _small_config(model_type: str, tie: bool):
+    "A small config of `model_type` (vocabulary 300, 2 layers, grouped-query attention where the family has it)."
+    from transformers import AutoConfig
+
+    common = dict(vocab_size=300, tie_word_embeddings=tie)
+    if model_type == "bert":
+        return AutoConfig.for_model(
+            "bert", hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4, **common
+        )
+    if model_type == "gpt2":
+        return AutoConfig.for_model("gpt2", n_embd=48, n_layer=2, n_head=4, n_positions=40, **common)
+    return AutoConfig.for_model(
+        model_type,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        **common,
+    )
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize("model_type", ["bert", "gpt2", "llama", "mistral", "qwen2"])
+def test_param_count_equals_transformers_for_every_named_type(model_type, tie):
+    """param_count(config, head) equals the parameter count of the model transformers builds from the config
+    (`from_config`, random weights): with head, the LM model (BERT: BertModel with its pooler); without, the bare
+    model (BERT: without pooler). Tied and untied embeddings; a dict of the config's fields gives the same counts.
+    Qwen2 has q/k/v biases; Mistral and Llama none."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    c = _small_config(model_type, tie)
+    assert c.model_type == model_type
+    torch.manual_seed(0)
+    if model_type == "bert":
+        with_head, bare = AutoModel.from_config(c), AutoModel.from_config(c, add_pooling_layer=False)
+    else:
+        with_head, bare = AutoModelForCausalLM.from_config(c), AutoModel.from_config(c)
+    n_head, n_bare = (sum(p.numel() for p in m.parameters()) for m in (with_head, bare))
+    if model_type != "bert":  # the untied output matrix is V x d more
+        d = c.hidden_size
+        assert n_head - n_bare == (0 if tie else c.vocab_size * d)
+    got = param_count(c)
+    assert got["total"] == n_head, got
+    assert param_count(c, head=False)["total"] == n_bare
+    assert param_count(c.to_dict())["total"] == n_head
+    biases = sum(p.numel() for n, p in bare.named_parameters() if "attn" in n and n.endswith(".bias"))
+    if model_type in ("llama", "mistral", "qwen2"):
+        assert got["attention_bias"] == biases == (2 * (64 + 2 * 2 * 8) if model_type == "qwen2" else 0)

@@ -517,3 +517,104 @@ def test_scale_and_clip_equals_scaling_then_clip_grad_norm(max_norm):
         assert torch.equal(p.grad, q.grad)
     clipped = torch.cat([p.grad.flatten() for p in a]).norm().item()
     assert (abs(clipped - 0.5) < 1e-5) if max_norm == 0.5 else abs(clipped - ref.item()) < 1e-6
+
+
+# ------------------------------------------------------------------ the loop's update against hand-written torch
+def _hand_window_loss(model, rows):
+    """Per-token mean cross-entropy over a whole accumulation window (a list of micro-batches of examples), written
+    out with torch alone: shifted next-token targets, padding (-100) ignored, one mean over every target."""
+    total, count = 0.0, 0
+    for mb in rows:
+        b = collate(mb)
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        targets = b["labels"][:, 1:]
+        total = total + torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        count += int((targets != -100).sum())
+    return total / count
+
+
+def _windows(data, batch, k, steps, seed=42):
+    "The examples of each accumulation window, in the loop's order (SeededRandomSampler: randperm seeded seed+epoch)."
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist()
+    mbs = [[data[j] for j in order[i : i + batch]] for i in range(0, len(order), batch)]
+    return [mbs[s * k : (s + 1) * k] for s in range(steps)]
+
+
+def test_one_sgd_step_is_minus_lr_times_the_per_token_mean_gradient(tmp_path):
+    """One optimizer step over 2 micro-batches of sequences of different lengths equals p - lr * grad of the per-token
+    mean loss of the whole window, computed by hand (SGD exposes the gradient; tolerance 1e-6 covers the different
+    summation order). A per-sequence mean, or a mean per micro-batch, moves the weights measurably elsewhere."""
+    data, lr = make_data(16), 0.5
+    m = make_model()
+    r = train(
+        m,
+        data,
+        config=cfg(
+            tmp_path,
+            per_device_batch_size=4,
+            gradient_accumulation_steps=2,
+            max_steps=1,
+            max_grad_norm=None,
+            lr_schedule="constant",
+        ),
+        collate_fn=collate,
+        optimizer=torch.optim.SGD(m.parameters(), lr=lr),
+    )
+    ref = make_model()
+    (window,) = _windows(data, 4, 2, 1)
+    loss = _hand_window_loss(ref, window)
+    loss.backward()
+    expected = torch.cat([(p - lr * p.grad).detach().flatten() for p in ref.parameters()])
+    moved = (flat(r.model) - flat(make_model())).abs().max().item()
+    assert moved > 1e-3  # the step is not negligible, so 1e-6 below is a real check
+    assert (flat(r.model) - expected).abs().max().item() < 1e-6
+    assert abs(r.history[0]["loss"] - loss.item()) < 1e-6
+    # the per-sequence mean over the same window gives another update (the test can fail)
+    seq = make_model()
+    per_seq = []
+    for mb in window:
+        b = collate(mb)
+        lg = seq(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1]
+        ce = torch.nn.functional.cross_entropy(
+            lg.transpose(1, 2), b["labels"][:, 1:], ignore_index=-100, reduction="none"
+        )
+        per_seq.append(ce.sum(1) / (b["labels"][:, 1:] != -100).sum(1))
+    torch.cat(per_seq).mean().backward()
+    other = torch.cat([(p - lr * p.grad).detach().flatten() for p in seq.parameters()])
+    assert (other - expected).abs().max().item() > 1e-4
+
+
+def test_clipping_in_train_equals_torch_loop(tmp_path):
+    """3 SGD steps with accumulation (k=2) and max_grad_norm=0.05 (every step clips: the gradient norms are about 1)
+    through `train` equal a hand-written torch loop: per-token mean loss of the window, backward,
+    `clip_grad_norm_`, step. The logged grad_norm is the norm before clipping."""
+    data, lr, max_norm = make_data(24), 0.3, 0.05
+    m = make_model()
+    r = train(
+        m,
+        data,
+        config=cfg(
+            tmp_path,
+            per_device_batch_size=4,
+            gradient_accumulation_steps=2,
+            max_steps=3,
+            max_grad_norm=max_norm,
+            lr_schedule="constant",
+        ),
+        collate_fn=collate,
+        optimizer=torch.optim.SGD(m.parameters(), lr=lr),
+    )
+    ref = make_model()
+    opt = torch.optim.SGD(ref.parameters(), lr=lr)
+    norms = []
+    for window in _windows(data, 4, 2, 3):
+        _hand_window_loss(ref, window).backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(ref.parameters(), max_norm).item())
+        opt.step()
+        opt.zero_grad()
+    assert min(norms) > 10 * max_norm  # clipping really acted at every step
+    logged = [h["grad_norm"] for h in r.history if "grad_norm" in h]
+    assert r.global_step == 3 and max(abs(a - b) / b for a, b in zip(logged, norms)) < 1e-5
+    assert (flat(r.model) - flat(ref)).abs().max().item() < 1e-6
