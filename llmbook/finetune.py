@@ -112,7 +112,10 @@ def prepare_data(
 ):
     """(raw DatasetDict, tokenized DatasetDict, label_names) for the built-in corpus (`data=None`) or a labelled file.
 
-    Inputs longer than `min(max_length, model_max_positions)` tokens are truncated, never rejected."""
+    Inputs longer than `min(max_length, model_max_positions)` tokens are truncated, never rejected. A user file is
+    read with `llmbook.data.load_labeled_file` and split with `split_dataset(..., text_column="text")`: rows with the
+    same text never straddle two splits. Raises `DataError`/`FinetuneError` (before any training) for unusable data,
+    including an empty split."""
     if data is None:
         raw = _data.rotten_tomatoes_splits(seed=seed)
         label_names = list(_data.RT_LABEL_NAMES)
@@ -124,10 +127,21 @@ def prepare_data(
             raise FinetuneError(
                 f"--group-column {group_column!r} is not a column of {data}; columns: {ds.column_names}"
             )
-        raw = _data.split_dataset(ds, seed=seed, group_column=group_column)
+        # rows with the same text (case-folded) stay in one split, merged with the --group-column groups
+        raw = _data.split_dataset(ds, seed=seed, group_column=group_column, text_column="text", label_names=label_names)
     if len(set(raw["train"]["label"])) < 2:
         raise FinetuneError("the training split has a single class; a classifier needs at least two.")
+    present = {name: set(part["label"]) for name, part in raw.items()}
     raw = _data.subsample(raw, max_train_examples, max_eval_examples, seed)
+    for name, part in raw.items():  # before any training: an empty split fails only after a whole epoch otherwise
+        if len(part) == 0:
+            raise FinetuneError(f"the {name} split is empty; use more data (or a larger --max-train-examples).")
+        lost = sorted(present[name] - set(part["label"]))
+        if lost:
+            warnings.warn(
+                f"the cap on examples (--max-train-examples, or the fast profile's sizes) left no example of "
+                f"{[label_names[i] for i in lost]} in the {name} split, so its figures say nothing about them."
+            )
     limit = min(max_length, model_max_positions or max_length)
     return raw, _data.tokenize(raw, tokenizer, max_length=limit), label_names
 

@@ -541,6 +541,8 @@ def train(
         raise ValueError("collate_fn is required (e.g. llmbook.data.collator(tokenizer))")
     if len(train_dataset) == 0:
         raise ValueError("train_dataset is empty")
+    if eval_dataset is not None and len(eval_dataset) == 0:  # else evaluate_loader fails after a whole epoch
+        raise ValueError("eval_dataset is empty; pass None to train without evaluation, or give it examples")
     t_start = time.perf_counter()
     accelerator = _make_accelerator(cfg.cpu, cfg.mixed_precision)
     main = accelerator.is_main_process
