@@ -117,7 +117,7 @@ def main(argv=None):
         )
     print("llmbook paths bit-identical to torch's after all steps:", identical)
     print(f"5-minute load average {load_average} on {os.cpu_count()} cores (above the core count, timings are noisy)")
-    path = write_results("bench_optim", result, wall_time_s=round(time.time() - t0, 1))
+    path = write_results("bench_optim", result, args=vars(args), wall_time_s=round(time.time() - t0, 1))
     print("wrote", path)
 
 

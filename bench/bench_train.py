@@ -314,7 +314,7 @@ def main(argv=None):
     if not a.no_write:
         from llmbook.config import write_results
 
-        print("stored", write_results("bench_train", res, wall_time_s=res["wall_time_s"]))
+        print("stored", write_results("bench_train", res, args=vars(a), wall_time_s=res["wall_time_s"]))
     return 0
 
 

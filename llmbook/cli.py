@@ -130,6 +130,11 @@ def _finetune_parser(sub):
     g.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after a successful run")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--record-results", action="store_true", help="also write results/main_job.json (the book's table)")
+    g.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="with --record-results: write the record even with uncommitted changes, marked dirty",
+    )
     p.set_defaults(func=cmd_finetune)
 
 # %% ../nbs/10_cli.ipynb #26fcbcf6
@@ -144,6 +149,8 @@ def cmd_finetune(args, argv) -> int:
         return relaunch(s.num_processes, argv)
     check_launch(command="finetune")
     small = explicit_profile == "fast"
+    if args.record_results:  # refuse now rather than after the run: a record must name a commit that reproduces it
+        _config.require_clean(allow_dirty=args.allow_dirty)
     fa = FinetuneArgs(
         model=args.model,
         data=args.data,
@@ -187,7 +194,23 @@ def cmd_finetune(args, argv) -> int:
             f"wall time {(time.perf_counter() - t0) / 60:.1f} min"
         )
         if args.record_results:
-            p = _config.write_results("main_job", res, wall_time_s=time.perf_counter() - t0, settings=s)
+            from dataclasses import asdict
+
+            # the profile this command really ran (its default is the full job, whatever settings.ini says)
+            used = _config.load(
+                profile="fast" if small else "full",
+                seed=s.seed,
+                mixed_precision=s.mixed_precision,
+                num_processes=s.num_processes,
+            )
+            p = _config.write_results(
+                "main_job",
+                res,
+                args=dict(asdict(fa), profile=used.profile, num_processes=s.num_processes),
+                wall_time_s=time.perf_counter() - t0,
+                settings=used,
+                allow_dirty=args.allow_dirty,
+            )
             print(f"results recorded in {p}")
     return 0
 
@@ -399,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     try:
         return args.func(args, argv) or 0
-    except (FinetuneError, DataError, ResourceError, _config.SettingsError, LaunchError) as e:
+    except (FinetuneError, DataError, ResourceError, _config.SettingsError, _config.RecordError, LaunchError) as e:
         print(f"llmbook {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

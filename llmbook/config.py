@@ -15,7 +15,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['PROFILES', 'DEVICES', 'MIXED_PRECISION', 'DEFAULTS', 'PROFILE_DEFAULTS', 'SettingsError', 'Settings', 'find_settings',
-           'load', 'set_seed', 'resolve_device', 'repo_root', 'provenance', 'write_results', 'read_results']
+           'load', 'set_seed', 'resolve_device', 'repo_root', 'RecordError', 'uncommitted_changes', 'provenance',
+           'require_clean', 'write_results', 'read_results', 'check_record']
 
 # %% ../nbs/00_config.ipynb #f7fd61c5
 PROFILES = ("fast", "full")
@@ -189,9 +190,10 @@ def resolve_device(device: str = "auto") -> str:
 # %% ../nbs/00_config.ipynb #bd3e70c0
 import json
 import platform
+import re
 import subprocess
 import sys
-import time
+import tempfile
 from datetime import datetime, timezone
 
 
@@ -201,28 +203,102 @@ def repo_root() -> Path:
     return s.parent if s else Path.cwd()
 
 
-def provenance() -> dict:
-    "Command, git commit, hardware and versions of this process: what a results file records about its run."
+class RecordError(RuntimeError):
+    "A results record cannot be written as asked (e.g. from a tree with uncommitted changes). The message says why."
+
+
+def _git(repo, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], capture_output=True, text=True, timeout=30, cwd=repo)
+
+
+def _cell_sources(text: str) -> list:
+    "A notebook's cells as (type, source) pairs: what a reader runs, without outputs, execution counts or metadata."
+    cells = json.loads(text).get("cells", [])
+    return [(c.get("cell_type"), "".join(c.get("source", ""))) for c in cells]
+
+
+_SOURCE_SUFFIXES = (".py", ".ipynb", ".ini", ".toml", ".cfg", ".sh", ".txt", ".json", ".yml", ".yaml")
+
+
+def uncommitted_changes(repo: str | os.PathLike | None = None) -> list[str] | None:
+    """Repository-relative paths whose uncommitted changes could change a run: every modified tracked file and every
+    untracked source file (.py, .ipynb, .ini, .toml, ...), except files under `results/` and notebooks whose cell
+    sources equal HEAD's (only their stored outputs or execution counts differ). None outside a git checkout."""
+    repo = Path(repo) if repo else repo_root()
+    try:
+        st = _git(repo, "status", "--porcelain", "-z", "--untracked-files=all", ".")
+        top = _git(repo, "rev-parse", "--show-toplevel")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if st.returncode or top.returncode:
+        return None
+    root = Path(top.stdout.strip())
+    out, entries = [], st.stdout.split("\0")
+    i = 0
+    while i < len(entries):
+        e = entries[i]
+        i += 1
+        if len(e) < 4:
+            continue
+        code, path = e[:2], e[3:]
+        if code[0] in "RC":  # a rename is followed by its old path
+            i += 1
+        if path.startswith("results/") or (code == "??" and not path.endswith(_SOURCE_SUFFIXES)):
+            continue
+        if path.endswith(".ipynb") and code != "??" and (root / path).is_file():
+            head = _git(root, "show", f"HEAD:{path}")
+            try:
+                if head.returncode == 0 and _cell_sources(head.stdout) == _cell_sources((root / path).read_text()):
+                    continue  # only outputs changed
+            except (ValueError, OSError):
+                pass
+        out.append(path)
+    return sorted(out)
+
+
+def _sanitize(obj, repo: Path):
+    "Every string in `obj` (recursively) with the repository path made relative, the home folder as ~, temp as $TMPDIR."
+    subs = [(str(repo.resolve()) + os.sep, ""), (str(repo.resolve()), "."), (str(repo) + os.sep, ""), (str(repo), ".")]
+    subs += [(str(Path.home()), "~"), (str(Path(tempfile.gettempdir()).resolve()), "$TMPDIR")]
+    subs += [(tempfile.gettempdir(), "$TMPDIR")]
+
+    def clean(s: str) -> str:
+        for a, b in subs:
+            if a not in ("", os.sep, "."):
+                s = s.replace(a, b)
+        return s
+
+    if isinstance(obj, str):
+        return clean(obj)
+    if isinstance(obj, os.PathLike):
+        return clean(os.fspath(obj))
+    if isinstance(obj, dict):
+        return {clean(str(k)): _sanitize(v, repo) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_sanitize(v, repo) for v in obj]
+    return obj
+
+
+def _command(source: str | None) -> str:
+    "Where a record comes from: `source` if given (a notebook path), else the command line with the program's name."
+    if source:
+        return source
+    if Path(sys.argv[0]).name == "ipykernel_launcher.py":  # a Jupyter kernel: its command line says nothing
+        raise RecordError("a record written from a notebook must name it: pass source='nbs/NAME.ipynb'.")
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])  # the program's name, not where it is installed
+
+
+def provenance(repo: str | os.PathLike | None = None, source: str | None = None) -> dict:
+    """Command (or `source`: the notebook), git commit, whether uncommitted changes could change the run (`dirty`, with
+    the files), hardware and versions of this process: what a results file records about its run."""
     import torch
 
+    repo = Path(repo) if repo else repo_root()
     try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=repo_root()
-            ).stdout.strip()
-            or None
-        )
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                cwd=repo_root(),
-            ).stdout.strip()
-        )
+        commit = _git(repo, "rev-parse", "HEAD").stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
+        commit = None
+    changed = uncommitted_changes(repo)
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -233,13 +309,19 @@ def provenance() -> dict:
         pass
     try:
         load = [round(x, 2) for x in os.getloadavg()]  # 1/5/15-min load: is the machine shared right now?
-    except OSError:
+    except (OSError, AttributeError):  # Windows has no load average
         load = None
+    try:
+        command = _command(source)
+    except RecordError:
+        command = "notebook"
     return dict(
-        command=" ".join(sys.argv),
+        command=command,
         commit=commit,
-        dirty=dirty,
+        dirty=None if changed is None else bool(changed),
+        changed_files=changed or [],
         python=platform.python_version(),
+        platform=f"{platform.system()} {platform.machine()}",
         load_average=load,
         torch=torch.__version__,
         cpu=cpu,
@@ -250,26 +332,54 @@ def provenance() -> dict:
     )
 
 
+def require_clean(repo: str | os.PathLike | None = None, allow_dirty: bool = False) -> None:
+    """Raise `RecordError` when uncommitted changes (see `uncommitted_changes`) would make a record name a commit
+    that does not reproduce it, unless `allow_dirty`. Call it before a long run that ends in `write_results`."""
+    changed = uncommitted_changes(repo)
+    if changed and not allow_dirty:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise RecordError(
+            f"uncommitted changes in {shown}: a record must name a commit that reproduces it. Commit them first, "
+            "or allow a record marked dirty (allow_dirty=True; on the command line --allow-dirty)."
+        )
+
+
 def write_results(
     name: str,
     data: dict,
+    *,
+    args: dict,
     wall_time_s: float | None = None,
     folder: str | os.PathLike | None = None,
     settings: Settings | None = None,
+    source: str | None = None,
+    allow_dirty: bool = False,
+    repo: str | os.PathLike | None = None,
 ) -> Path:
-    "Write `results/<name>.json` with `data` and its provenance (atomically). Returns the path."
-    folder = Path(folder) if folder else repo_root() / "results"
+    """Write `results/<name>.json` (atomically) and return its path. The record holds `data` (`results`), the run's
+    effective arguments `args` (what was actually used, not the defaults of a settings file), the settings in force,
+    and `provenance`: the command line, or `source` (the notebook, relative to the repository) for a notebook, the
+    git commit and hardware. Every string is sanitised: no absolute path of this machine (repository-relative, ~).
+
+    Raises `RecordError` when the tree has uncommitted changes outside `results/` and notebook outputs, unless
+    `allow_dirty` (the record then says `"dirty": true` and lists the files)."""
+    repo = Path(repo) if repo else repo_root()
+    _command(source)  # a notebook must say which one it is
+    require_clean(repo, allow_dirty)
+    folder = Path(folder) if folder else repo / "results"
     folder.mkdir(parents=True, exist_ok=True)
     rec = dict(
         name=name,
-        provenance=provenance(),
+        provenance=provenance(repo, source),
+        args=dict(args),
         wall_time_s=wall_time_s,
         settings=(settings or load()).as_dict(),
         results=data,
     )
+    rec = _sanitize(json.loads(json.dumps(rec, default=str)), repo)
     p = folder / f"{name}.json"
     tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rec, indent=2, default=str))
+    tmp.write_text(json.dumps(rec, indent=2))
     os.replace(tmp, p)
     return p
 
@@ -278,3 +388,54 @@ def read_results(name: str, folder: str | os.PathLike | None = None) -> dict | N
     "The record written by `write_results`, or None when that run has not been made yet."
     p = (Path(folder) if folder else repo_root() / "results") / f"{name}.json"
     return json.loads(p.read_text()) if p.is_file() else None
+
+
+_ABSOLUTE = re.compile(r"(?:^|[\s=:\"'(\[,])(/(?:[\w.+-]+/)+[\w.+-]*|[A-Za-z]:\\[^\s\"']+)")
+
+
+def _strings(obj, where="record"):
+    if isinstance(obj, str):
+        yield where, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _strings(v, f"{where}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _strings(v, f"{where}[{i}]")
+
+
+def check_record(record: dict, repo: str | os.PathLike | None = None) -> list[str]:
+    """Problems of a results record (empty list: none): written from a dirty tree; the profile label contradicting
+    the effective arguments (settings say `fast` but all the training data was used, or `full` but it was capped, or
+    `args.profile` differs from `settings.profile`); an absolute path anywhere; a commit that is missing or not an
+    ancestor of HEAD in `repo` (default: this repository)."""
+    problems = []
+    prov, settings, args = record.get("provenance", {}), record.get("settings", {}), record.get("args")
+    if prov.get("dirty") is not False:
+        problems.append(f"dirty: written from a tree with uncommitted changes (dirty={prov.get('dirty')!r})")
+    if args is None:
+        problems.append("no effective arguments (args) recorded")
+    else:
+        label, n = settings.get("profile"), args.get("max_train_examples")
+        if args.get("profile") not in (None, label):
+            problems.append(f"profile mislabelled: settings.profile {label!r} but args.profile {args['profile']!r}")
+        if label == "fast" and n == 0:
+            problems.append("profile mislabelled: settings.profile 'fast' but the run used all the training data")
+        if label == "full" and isinstance(n, int) and n > 0:
+            problems.append(f"profile mislabelled: settings.profile 'full' but training was capped at {n} examples")
+    for where, s in _strings(record):
+        m = _ABSOLUTE.search(s)
+        if m:
+            problems.append(f"absolute path in {where}: {m.group(1)!r}")
+    commit = prov.get("commit")
+    if not commit:
+        problems.append("no commit recorded")
+    else:
+        repo = Path(repo) if repo else repo_root()
+        try:
+            rc = _git(repo, "merge-base", "--is-ancestor", commit, "HEAD").returncode
+        except (OSError, subprocess.SubprocessError):
+            rc = None
+        if rc != 0:
+            problems.append(f"commit {commit[:12]} is not an ancestor of HEAD" + (" (unknown here)" if rc != 1 else ""))
+    return problems

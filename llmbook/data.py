@@ -20,9 +20,9 @@ from datasets import Dataset, DatasetDict
 from . import resources
 
 # %% auto #0
-__all__ = ['RT_LABEL_NAMES', 'normalize_text', 'deduplicate', 'load_rotten_tomatoes', 'DataError', 'split_dataset',
-           'content_hash', 'split_summary', 'rotten_tomatoes_splits', 'subsample', 'load_labeled_file', 'tokenize',
-           'collator', 'length_grouped_sampler']
+__all__ = ['RT_LABEL_NAMES', 'normalize_text', 'deduplicate', 'load_rotten_tomatoes', 'DataError', 'group_ids', 'split_dataset',
+           'content_hash', 'split_summary', 'rotten_tomatoes_splits', 'subsample', 'label_ids', 'load_labeled_file',
+           'tokenize', 'collator', 'length_grouped_sampler']
 
 # %% ../nbs/05_data.ipynb #39f5be10
 RT_LABEL_NAMES = ["rotten", "fresh"]
@@ -92,6 +92,45 @@ def _one_fold_ungrouped(labels, frac: float, seed: int):
     return np.sort(rest), np.sort(held)
 
 
+def group_ids(*keys) -> np.ndarray:
+    """One int64 group id per row such that rows sharing a value in ANY of `keys` (equal-length sequences) share an
+    id: the connected components of "has a key value in common" (union-find). None values link nothing."""
+    parent = list(range(len(keys[0])))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]  # path halving
+            i = parent[i]
+        return i
+
+    for key in keys:
+        first = {}
+        for i, v in enumerate(key):
+            if v is not None:
+                a, b = find(i), find(first.setdefault(v, i))
+                parent[a] = b
+    return np.unique([find(i) for i in range(len(parent))], return_inverse=True)[1].astype("int64")
+
+
+def _check_classes_fit(labels, groups, names, fracs) -> None:
+    "Refuse a class that has fewer rows (or groups) than splits; warn about a handful of rows in a large file."
+    n = len(labels)
+    for c in np.unique(labels):
+        rows = int((labels == c).sum())
+        units = rows if groups is None else len(set(groups[labels == c]))
+        what = "row(s)" if groups is None else f"group(s) of rows ({rows} rows)"
+        if units < 3:
+            raise DataError(
+                f"class {names[c]!r} has only {units} {what}; it cannot appear in each of train, validation and "
+                "test. Add examples of it, or drop or merge the class."
+            )
+        if rows < 50 and rows < 0.05 * n:
+            warnings.warn(
+                f"class {names[c]!r} has only {rows} of {n} rows: about {rows * fracs[1]:.0f} land in the test split "
+                "and its per-class figures rest on those few."
+            )
+
+
 def split_dataset(
     ds: Dataset,
     seed: int = 42,
@@ -99,16 +138,41 @@ def split_dataset(
     test_size: float = 0.2,
     group_column: str | None = None,
     label_column: str = "label",
+    text_column: str | None = None,
+    label_names: list[str] | None = None,
 ) -> DatasetDict:
     """Deterministic train/validation/test split, stratified by `label_column`, grouped by `group_column` if given
-    (no group in two splits). Sizes are fractions of the whole. Raises `DataError` if a split would be empty."""
+    (no group in two splits). Sizes are fractions of the whole.
+
+    With `text_column` (how user files are split), rows whose text is the same after `normalize_text` and case
+    folding are also kept in one split, merged with the `group_column` groups by union-find (`group_ids`); rows
+    with an empty group value are groups of their own; the number of such rows is printed. Raises `DataError` if a
+    split would be empty, if a class has fewer than 3 rows or groups, or if a class ends up missing from a split;
+    warns about a class with a handful of rows in a large file."""
     if not (0 < test_size < 1 and 0 < validation_size < 1 and test_size + validation_size < 1):
         raise DataError(f"validation_size={validation_size} and test_size={test_size} must be in (0, 1) with sum < 1.")
     labels = np.asarray(ds[label_column])
     if len(labels) < 3:
         raise DataError(f"the data set has {len(labels)} examples; a train/validation/test split needs at least 3.")
-    if group_column:
-        groups = np.asarray(ds[group_column])
+    names = label_names or [str(i) for i in range(int(labels.max()) + 1)]
+    groups = np.asarray(ds[group_column]) if group_column else None
+    if text_column:
+        keys = [normalize_text(t).casefold() for t in ds[text_column]]
+        repeated = pd.Series(keys).duplicated(keep=False)
+        if repeated.any():
+            print(
+                f"{int(repeated.sum())} rows share their text with another row ({pd.Series(keys)[repeated].nunique()} "
+                "distinct texts, compared case-insensitively): each set is kept within one split."
+            )
+        by_group = [None] * len(keys)
+        if group_column:
+            blank = [v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == "" for v in groups]
+            if any(blank):
+                warnings.warn(f"{sum(blank)} row(s) have no value in {group_column!r}; each is a group of its own.")
+            by_group = [None if b else v for v, b in zip(groups.tolist(), blank)]
+        groups = group_ids(keys, by_group) if (repeated.any() or group_column) else None
+    _check_classes_fit(labels, groups, names, (validation_size, test_size))
+    if groups is not None:
         rest, test = _one_fold(groups, labels, test_size, seed)
         tr, va = _one_fold(groups[rest], labels[rest], validation_size / (1 - test_size), seed)
     else:
@@ -118,6 +182,15 @@ def split_dataset(
     for name, part in out.items():
         if len(part) == 0:
             raise DataError(f"the {name} split would be empty ({len(ds)} examples in all); use more data.")
+    counts = {name: np.bincount(part[label_column], minlength=len(names)) for name, part in out.items()}
+    for c in np.unique(labels):
+        if any(cnt[c] == 0 for cnt in counts.values()):
+            raise DataError(
+                f"class {names[c]!r} is missing from a split ("
+                + ", ".join(f"{k} {int(v[c])}" for k, v in counts.items())
+                + "): its rows sit in too few groups to reach every split. Add examples of it, drop or merge the "
+                "class, or group less (--group-column)."
+            )
     return out
 
 # %% ../nbs/05_data.ipynb #d8bcd145
@@ -190,75 +263,220 @@ def _check_utf8(path: Path) -> None:
                 ) from None
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _header(path: Path) -> str:
+    "The first line of a (possibly compressed) text file, without a UTF-8 byte-order mark."
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {".bz2": bz2.open, ".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+        return f.readline()
+
+
+def _delimiter(path: Path, header: str, sep: str, columns) -> str:
+    """`sep`, unless the header only names all `columns` when split at another common delimiter (a ';'-separated
+    "CSV", as spreadsheet programs write in many locales): then that one, and a printed line says so."""
+    import csv
+
+    def fields(d):
+        return [f.strip() for f in next(csv.reader([header], delimiter=d), [])]
+
+    if not columns or set(columns) <= set(fields(sep)):
+        return sep
+    for d, name in ((",", "comma"), ("\t", "tab"), (";", "semicolon"), ("|", "'|'")):
+        if d != sep and set(columns) <= set(fields(d)):
+            print(
+                f"{path.name}: the header is {name}-separated, not {'tab' if sep == chr(9) else 'comma'}-separated; "
+                "read it that way."
+            )
+            return d
+    return sep
+
+
+def _read_table(path: Path, columns=()) -> pd.DataFrame:
+    """Every cell of a CSV/TSV as a string ('' when empty: no 'NA' text turned into a missing value, no labels
+    turned into floats), column names stripped of spaces and of a byte-order mark; JSON values as typed. Raises
+    `DataError` for an unknown file type or a column name that appears twice in the header."""
     name = path.name.lower()
     for ext in (".bz2", ".gz", ".xz"):
         name = name.removesuffix(ext)
     if name.endswith((".jsonl", ".json")):
-        return pd.read_json(path, lines=name.endswith(".jsonl"))
-    if name.endswith(".tsv"):
-        return pd.read_csv(path, sep="\t")
-    if name.endswith(".csv"):
-        return pd.read_csv(path)
-    raise DataError(f"{path}: unknown file type; use .csv, .tsv, .jsonl or .json (optionally .gz/.bz2/.xz).")
+        return pd.read_json(path, lines=name.endswith(".jsonl"), dtype=False, encoding="utf-8-sig")
+    if not name.endswith((".tsv", ".csv")):
+        raise DataError(f"{path}: unknown file type; use .csv, .tsv, .jsonl or .json (optionally .gz/.bz2/.xz).")
+    import csv
+
+    header = _header(path)
+    sep = _delimiter(path, header, "\t" if name.endswith(".tsv") else ",", columns)
+    names = [f.strip() for f in next(csv.reader([header], delimiter=sep), [])]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(
+            f"{path}: column name(s) {twice} appear more than once in the header, so which one is meant is "
+            "ambiguous. Rename them so each column has its own name."
+        )
+    df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
 
 # %% ../nbs/05_data.ipynb #13240f6a
+_MISSING = {"", "nan", "na", "n/a", "null", "none", "<na>"}
+
+
+def _label_string(v) -> str | None:
+    "One raw label value as a clean string: None when missing; True/False for booleans; '1.0' or 1.0 -> '1'; stripped."
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return str(int(v)) if float(v).is_integer() else str(float(v))
+    s = str(v).strip()
+    if s.lower() in _MISSING:
+        return None
+    x = _as_number(s)
+    return str(x) if isinstance(x, int) else s
+
+
+def _as_number(s: str):
+    "int for '2', '2.0', '-1' (a whole number written any way), float for '2.5', else None."
+    try:
+        x = float(s)
+    except ValueError:
+        return None
+    if not np.isfinite(x):
+        return None
+    return int(x) if x.is_integer() else x
+
+
+def label_ids(values, label_names: list[str] | None = None, max_classes: int = 100):
+    """(ids int64 array, label_names, note) for clean label strings (`_label_string`; no missing values).
+
+    Without `label_names`: integers that are exactly 0..K-1 are ids (names '0'..'K-1'); any other numbers (1/2,
+    -1/1, 1/10/2, 0/2) are class NAMES, sorted numerically, and `note` is the one line that says the mapping;
+    anything else is a name, sorted as text. With `label_names`: values are matched to the names, or else read as
+    ids 0..len-1. Raises `DataError` for values outside `label_names`, and for a free-text column rather than a label:
+    more than `max_classes` distinct values, or more than 20 and more than half the number of rows."""
+    values = list(values)
+    distinct = sorted(set(values))
+    if label_names is not None:
+        lookup = {n: i for i, n in enumerate(label_names)}
+        if set(distinct) <= set(lookup):
+            return np.array([lookup[v] for v in values], dtype="int64"), list(label_names), None
+        nums = {v: _as_number(v) for v in distinct}
+        if all(isinstance(x, int) and 0 <= x < len(label_names) for x in nums.values()):
+            return np.array([nums[v] for v in values], dtype="int64"), list(label_names), None
+        bad = sorted(set(distinct) - set(lookup))
+        raise DataError(
+            f"labels {bad[:5]} are not in the label set {list(label_names)}. Fix the file or the label set."
+        )
+    if len(distinct) > max_classes or (len(distinct) > 20 and 2 * len(distinct) > len(values)):
+        raise DataError(
+            f"the label column has {len(distinct):,} distinct values in {len(values):,} rows (e.g. {distinct[:3]}); "
+            f"that looks like free text or an id, not a class label (at most {max_classes} classes, and more than 20 "
+            "only with at least two rows per class on average). "
+            "Pass --label-column with the column that holds the classes."
+        )
+    nums = {v: _as_number(v) for v in distinct}
+    note = None
+    if all(x is not None for x in nums.values()):
+        order = sorted(set(nums.values()))
+        if order == list(range(len(order))):
+            return np.array([nums[v] for v in values], dtype="int64"), [str(i) for i in order], None
+        names = [str(x) for x in order]
+        shown = ", ".join(f"{n} -> {i}" for i, n in enumerate(names[:10])) + (", ..." if len(names) > 10 else "")
+        note = (
+            f"labels are the numbers {names[0]}..{names[-1]}, not the ids 0..{len(names) - 1}: "
+            f"taken as class names, in numeric order: {shown}"
+        )
+        ids = {v: names.index(str(x)) for v, x in nums.items()}
+        return np.array([ids[v] for v in values], dtype="int64"), names, note
+    ids = {n: i for i, n in enumerate(distinct)}
+    return np.array([ids[v] for v in values], dtype="int64"), distinct, None
+
+
 def load_labeled_file(
-    path: str | Path, text_column: str = "text", label_column: str = "label", label_names: list[str] | None = None
+    path: str | Path,
+    text_column: str = "text",
+    label_column: str = "label",
+    label_names: list[str] | None = None,
+    max_classes: int = 100,
 ) -> tuple[Dataset, list[str]]:
     """Read a labelled text file into a Dataset with columns `text` (str) and `label` (int64) plus any other columns.
 
-    Returns `(dataset, label_names)`; `label_names[i]` is the name of label id i. String labels map to ids in sorted
-    order unless `label_names` fixes the order. Raises `DataError` for a missing file or column, non-UTF-8 bytes
-    (naming the line), labels outside `label_names`, or fewer than two classes."""
+    Returns `(dataset, label_names)`; `label_names[i]` is the name of label id i (see `label_ids`: string labels in
+    sorted order, numbers that are not exactly 0..K-1 as names in numeric order, with a printed line). Cleaning,
+    each step reported: texts normalised (`normalize_text`) and empty ones dropped; rows without a label dropped;
+    label values stripped of spaces; the same text (case-folded) with different labels dropped. A UTF-8 byte-order
+    mark, a ';'- or tab-separated .csv and spaces around column names are handled. Raises `DataError` for a missing
+    file or column, a column name used twice, non-UTF-8 bytes (naming the line), labels outside `label_names`,
+    a free-text label column (more than `max_classes` values) or fewer than two classes."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} does not exist or is not a file.")
     _check_utf8(path)
     try:
-        df = _read_table(path)
+        df = _read_table(path, columns=(text_column, label_column))
     except (ValueError, pd.errors.ParserError) as e:
+        if isinstance(e, DataError):
+            raise
         raise DataError(f"{path} could not be parsed: {e}") from None
     for col, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
         if col not in df.columns:
             raise DataError(f"{path} has no column {col!r}; columns found: {list(df.columns)}. Pass {flag} NAME.")
-    df = (
-        df.rename(columns={text_column: "text", label_column: "label"})
-        if (text_column, label_column) != ("text", "label")
-        else df.copy()
-    )
+    if text_column == label_column:
+        raise DataError(f"{path}: --text-column and --label-column are both {text_column!r}; they must differ.")
+    df = df.drop(columns=[c for c in ("text", "label") if c in df.columns and c not in (text_column, label_column)])
+    df = df.rename(columns={text_column: "text", label_column: "label"})
     df["text"] = df["text"].map(normalize_text)
     empty = int((df["text"] == "").sum())
     if empty:
-        warnings.warn(f"{path}: dropped {empty} row(s) with an empty text.")
+        warnings.warn(f"{path}: dropped {empty} row(s) with an empty text (missing or whitespace only).")
         df = df[df["text"] != ""]
     if len(df) == 0:
         raise DataError(
             f"{path}: no row with a non-empty text in column {text_column!r} ({empty} empty row(s) "
             "dropped). Check --text-column and the file's contents."
         )
-    if df["label"].isna().any():
-        raise DataError(f"{path}: {int(df['label'].isna().sum())} row(s) have no label in column {label_column!r}.")
-    raw_labels = df["label"]
-    if label_names is None:
-        if pd.api.types.is_integer_dtype(raw_labels):
-            label_names = [str(i) for i in range(int(raw_labels.max()) + 1)]
-            if raw_labels.min() < 0:
-                raise DataError(f"{path}: integer labels must be >= 0; found {raw_labels.min()}.")
-        else:
-            label_names = sorted(map(str, raw_labels.unique()))
-    if pd.api.types.is_integer_dtype(raw_labels):
-        bad = sorted(set(raw_labels) - set(range(len(label_names))))
-        ids = raw_labels
-    else:
-        lookup = {n: i for i, n in enumerate(label_names)}
-        bad = sorted(set(map(str, raw_labels)) - set(lookup))
-        ids = raw_labels.map(lambda v: lookup.get(str(v), -1))
-    if bad:
-        raise DataError(
-            f"{path}: labels {bad[:5]} are not in the label set {label_names}. Fix the file or the label set."
+    raw = df["label"].tolist()
+    clean = [_label_string(v) for v in raw]
+    padded = sum(isinstance(v, str) and v.strip() != v and v.strip() != "" for v in raw)
+    if padded:
+        warnings.warn(f"{path}: stripped spaces around {padded} label value(s) (' pos' is read as 'pos').")
+    missing = sum(v is None for v in clean)
+    if missing:
+        warnings.warn(f"{path}: dropped {missing} row(s) with no label in column {label_column!r}.")
+        keep = [v is not None for v in clean]
+        df, clean = df[keep], [v for v in clean if v is not None]
+    if len(df) == 0:
+        raise DataError(f"{path}: no row has a label in column {label_column!r}. Check --label-column.")
+    df = df.assign(label=clean)
+    key = df["text"].str.casefold()
+    conflicting = df.groupby(key)["label"].transform("nunique") > 1
+    if conflicting.any():
+        warnings.warn(
+            f"{path}: dropped {int(conflicting.sum())} row(s) whose text ({key[conflicting].nunique()} distinct, "
+            "compared case-insensitively) appears with different labels."
         )
-    df["label"] = np.asarray(ids, dtype="int64")
+        df = df[~conflicting]
+    spellings = pd.Series(df["label"].unique())
+    clash = spellings.groupby(spellings.str.casefold()).agg(list)
+    clash = [sorted(v) for v in clash if len(v) > 1]
+    if clash and label_names is None:
+        warnings.warn(
+            f"{path}: labels {clash[:3]} differ only in upper/lower case; they are kept as different classes. "
+            "Fix the file if they mean the same."
+        )
+    try:
+        ids, label_names, note = label_ids(df["label"], label_names, max_classes)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+    if note:
+        print(f"{path.name}: {note}")
+    df = df.assign(label=ids)
     if df["label"].nunique() < 2:
         raise DataError(
             f"{path}: only one class ({label_names[int(df['label'].iloc[0])]!r}) is present; "

@@ -30,9 +30,9 @@ from .train import OPTIMIZERS, usual_file_mode
 # %% auto #0
 __all__ = ['STRATEGIES', 'DEFAULT_LR', 'LOCK_NAME', 'FinetuneError', 'resolve_model', 'describe_model', 'load_classifier',
            'prepare_data', 'frozen_modules', 'apply_strategy', 'count_parameters', 'FinetuneArgs', 'lock_output_dir',
-           'check_output_dir', 'classification_metrics', 'tfidf_baseline', 'model_card', 'finetune', 'format_metrics',
-           'load_folder', 'truncated', 'predict_proba', 'predict', 'evaluate_folder', 'strategies_table',
-           'finetuned_classifier']
+           'unlock_output_dir', 'check_output_dir', 'classification_metrics', 'tfidf_baseline', 'model_card',
+           'finetune', 'format_metrics', 'load_folder', 'truncated', 'predict_proba', 'predict', 'evaluate_folder',
+           'strategies_table', 'finetuned_classifier']
 
 # %% ../nbs/06_finetuning.ipynb #f79bd3db
 class FinetuneError(ValueError):
@@ -112,7 +112,10 @@ def prepare_data(
 ):
     """(raw DatasetDict, tokenized DatasetDict, label_names) for the built-in corpus (`data=None`) or a labelled file.
 
-    Inputs longer than `min(max_length, model_max_positions)` tokens are truncated, never rejected."""
+    Inputs longer than `min(max_length, model_max_positions)` tokens are truncated, never rejected. A user file is
+    read with `llmbook.data.load_labeled_file` and split with `split_dataset(..., text_column="text")`: rows with the
+    same text never straddle two splits. Raises `DataError`/`FinetuneError` (before any training) for unusable data,
+    including an empty split."""
     if data is None:
         raw = _data.rotten_tomatoes_splits(seed=seed)
         label_names = list(_data.RT_LABEL_NAMES)
@@ -124,10 +127,21 @@ def prepare_data(
             raise FinetuneError(
                 f"--group-column {group_column!r} is not a column of {data}; columns: {ds.column_names}"
             )
-        raw = _data.split_dataset(ds, seed=seed, group_column=group_column)
+        # rows with the same text (case-folded) stay in one split, merged with the --group-column groups
+        raw = _data.split_dataset(ds, seed=seed, group_column=group_column, text_column="text", label_names=label_names)
     if len(set(raw["train"]["label"])) < 2:
         raise FinetuneError("the training split has a single class; a classifier needs at least two.")
+    present = {name: set(part["label"]) for name, part in raw.items()}
     raw = _data.subsample(raw, max_train_examples, max_eval_examples, seed)
+    for name, part in raw.items():  # before any training: an empty split fails only after a whole epoch otherwise
+        if len(part) == 0:
+            raise FinetuneError(f"the {name} split is empty; use more data (or a larger --max-train-examples).")
+        lost = sorted(present[name] - set(part["label"]))
+        if lost:
+            warnings.warn(
+                f"the cap on examples (--max-train-examples, or the fast profile's sizes) left no example of "
+                f"{[label_names[i] for i in lost]} in the {name} split, so its figures say nothing about them."
+            )
     limit = min(max_length, model_max_positions or max_length)
     return raw, _data.tokenize(raw, tokenizer, max_length=limit), label_names
 
@@ -352,35 +366,55 @@ LOCK_NAME = ".llmbook.lock"
 
 
 def lock_output_dir(out: Path):
-    """Hold an exclusive lock on `out` for the life of this process (an flock, so a killed run never leaves a stale
-    lock). Returns the open lock file; raises `FinetuneError` if another process holds it."""
-    import fcntl
+    """Hold an exclusive lock on `out` for the life of this process: a `filelock.FileLock` on `out/.llmbook.lock`
+    (an operating-system lock, flock on POSIX and msvcrt.locking on Windows, so a killed run never leaves a stale
+    lock), with this process id written in the file where the system allows it. Returns the held lock, for
+    `unlock_output_dir`; raises `FinetuneError` (naming the other process id when known) if another process holds it."""
+    from filelock import FileLock, Timeout
 
     out.mkdir(parents=True, exist_ok=True)
-    f = open(out / LOCK_NAME, "a+")
+    path = out / LOCK_NAME
+    lock = FileLock(path, timeout=0)
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        who = f.read().strip() or "?"
-        f.close()
+        lock.acquire()
+    except Timeout:
+        try:
+            who = path.read_text().strip() or "?"
+        except OSError:  # Windows: the holder's lock also keeps others from reading the file
+            who = "?"
         raise FinetuneError(
             f"another llmbook process (pid {who}) is writing to {out}; wait for it to finish or "
             "choose another --output-dir."
         ) from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
+    try:
+        with open(path, "r+") as f:  # POSIX locks are advisory, so the holder can write; Windows may refuse
+            f.truncate()
+            f.write(str(os.getpid()))
+    except OSError:
+        pass
+    return lock
+
+
+def unlock_output_dir(lock, out: Path) -> None:
+    """Release the lock of `lock_output_dir` and remove its file. On POSIX the file goes first, so no process can
+    start waiting on a file that is about to vanish; Windows cannot remove a locked file, so there it goes after."""
+    path = out / LOCK_NAME
+    if os.name != "nt":
+        path.unlink(missing_ok=True)
+    lock.release(force=True)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # Windows: another process opened it in the meantime; it is theirs now
+        pass
 
 
 def check_output_dir(args: FinetuneArgs) -> str:
     """Decide what to do with `args.output_dir`: 'new', 'resume' or 'done' (a finished run with the same settings).
 
     Raises `FinetuneError` if the folder holds another run and neither `resume` nor `overwrite` is set, or if
-    `resume` is set but the saved settings differ (the message lists the differences). With `overwrite`, an existing
-    folder is renamed to `<dir>.old-<UTC time>`, never deleted."""
+    `resume` is set but the saved settings differ (the message lists the differences). With `overwrite`, the folder's
+    contents move to a new folder `<dir>.old-<UTC time>`, never deleted (the lock file stays: a lock held on it
+    stays valid, on every operating system)."""
     out = Path(args.output_dir).resolve()
     if not out.exists() or not any(p.name != LOCK_NAME for p in out.iterdir()):
         return "new"
@@ -405,9 +439,10 @@ def check_output_dir(args: FinetuneArgs) -> str:
     if args.overwrite:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         moved = out.with_name(f"{out.name}.old-{stamp}")
-        out.rename(moved)
-        (moved / LOCK_NAME).unlink(missing_ok=True)
-        out.mkdir()
+        moved.mkdir()
+        for p in list(out.iterdir()):
+            if p.name != LOCK_NAME:
+                p.rename(moved / p.name)
         print(f"--overwrite: moved the previous contents of {out} to {moved}")
         return "new"
     if (out / "metrics.json").is_file():
@@ -572,18 +607,14 @@ def finetune(args: FinetuneArgs | None = None, **kwargs) -> dict:
     try:
         if state.is_main_process:
             lock = lock_output_dir(out)  # refuses while another process writes to this folder
-            mode = check_output_dir(args)  # with overwrite, the old contents (and our lock file) move aside
-            if not (out / LOCK_NAME).exists():
-                lock.close()
-                lock = lock_output_dir(out)
+            mode = check_output_dir(args)  # with overwrite, the old contents move aside (the lock file stays)
             if mode == "resume" and not (out / "checkpoints").is_dir():
                 print(f"--resume: no checkpoint in {out} yet; starting from step 0")
         state.wait_for_everyone()
         return _finetune(args, state, out, mode, t0)
     finally:  # also when the folder was refused: leave no lock file behind
         if lock is not None:
-            (out / LOCK_NAME).unlink(missing_ok=True)
-            lock.close()
+            unlock_output_dir(lock, out)
             if created and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()  # failed before writing anything
 

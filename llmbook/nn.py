@@ -380,7 +380,13 @@ def main():
     t0 = time.time()
     if cfg.profile == "full":
         res = transfer_learning_curve(seeds=5)
-        print("wrote", write_results("transfer_learning", res, wall_time_s=round(time.time() - t0, 1), settings=cfg))
+        used = dict(
+            profile=cfg.profile, seeds=5, max_train_examples=0, max_eval_examples=0, split_seed=42, init_seed=42
+        )
+        print(
+            "wrote",
+            write_results("transfer_learning", res, args=used, wall_time_s=round(time.time() - t0, 1), settings=cfg),
+        )
     else:
         res = transfer_learning_curve(seeds=3, max_train_examples=FAST_TRAIN, max_eval_examples=FAST_EVAL)
     return res

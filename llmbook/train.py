@@ -541,6 +541,8 @@ def train(
         raise ValueError("collate_fn is required (e.g. llmbook.data.collator(tokenizer))")
     if len(train_dataset) == 0:
         raise ValueError("train_dataset is empty")
+    if eval_dataset is not None and len(eval_dataset) == 0:  # else evaluate_loader fails after a whole epoch
+        raise ValueError("eval_dataset is empty; pass None to train without evaluation, or give it examples")
     t_start = time.perf_counter()
     accelerator = _make_accelerator(cfg.cpu, cfg.mixed_precision)
     main = accelerator.is_main_process
@@ -1235,6 +1237,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         action="store_true",
         help="store results/<name>.json even for the fast profile (the full profile always does)",
     )
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="store the results record even with uncommitted changes, marked dirty",
+    )
     return parser
 
 
@@ -1308,6 +1315,9 @@ def train_command(args: argparse.Namespace, argv: list[str] | None = None) -> in
     )
     if s.num_processes > 1 and "WORLD_SIZE" not in os.environ:
         return relaunch(s.num_processes, list(sys.argv[1:] if argv is None else argv))
+    record_it = s.profile == "full" or args.write_results
+    if record_it:  # refuse before the run, not after it: a record must name a commit that reproduces it
+        _config.require_clean(allow_dirty=args.allow_dirty)
     out = args.output_dir or str(_config.repo_root() / "runs" / f"train-{args.model}")
     common = dict(
         profile=s.profile,
@@ -1339,8 +1349,18 @@ def train_command(args: argparse.Namespace, argv: list[str] | None = None) -> in
     if PartialState().is_main_process:
         record = {k: v for k, v in res.items() if k not in ("model", "tokenizer")}
         Path(out, "results.json").write_text(json.dumps(record, indent=1, default=str))
-        if s.profile == "full" or args.write_results:
-            p = _config.write_results(name, record, wall_time_s=res["wall_time_s"], settings=s)
+        if record_it:
+            used = dict(
+                model=args.model,
+                output_dir=out,
+                num_processes=s.num_processes,
+                **common,
+                **({"max_steps": args.max_steps} if args.model == "char-lm" and args.max_steps else {}),
+                **({"epochs": args.epochs} if args.model != "char-lm" and args.epochs else {}),
+            )
+            p = _config.write_results(
+                name, record, args=used, wall_time_s=res["wall_time_s"], settings=s, allow_dirty=args.allow_dirty
+            )
             line += f"; stored {p}"
         print(f"{args.model} ({s.profile}): {line}; checkpoints and history in {out}")
     return 0

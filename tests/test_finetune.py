@@ -356,7 +356,26 @@ def test_two_runs_cannot_write_one_output_dir(tmp_path):
         r = run_cli("finetune", "--output-dir", str(out), *SMALL)
         assert r.returncode == 2 and "another llmbook process" in r.stderr and str(os.getpid()) in r.stderr
     finally:
-        held.close()
+        ft.unlock_output_dir(held, out)
+
+
+def test_library_imports_without_posix_only_modules():
+    "macOS/Windows stand-in: with fcntl and resource missing, the library and the CLI import and the lock works."
+    code = (
+        "import sys, warnings; sys.modules['fcntl'] = None; sys.modules['resource'] = None\n"
+        "warnings.simplefilter('ignore')\n"
+        "import llmbook.cli, llmbook.config, llmbook.data, llmbook.finetune, llmbook.train\n"
+        "from pathlib import Path; import tempfile\n"
+        "out = Path(tempfile.mkdtemp()) / 'o'\n"
+        "lock = llmbook.finetune.lock_output_dir(out)\n"
+        "llmbook.finetune.unlock_output_dir(lock, out)\n"
+        "assert list(out.iterdir()) == [], list(out.iterdir())\n"
+        "print('ok')"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+    src = Path(ft.__file__).read_text()
+    assert "import fcntl" not in src
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ usage: .venv/bin/python tools/run_finetune_sweep.py [--strategies head last-k fu
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from llmbook import config
@@ -26,7 +27,11 @@ p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
 p.add_argument("--epochs", type=int, default=2)
 p.add_argument("--runs-dir", default="runs/sweep")
 p.add_argument("--reuse-only", action="store_true", help="train nothing; collect the runs that finished")
+p.add_argument(
+    "--allow-dirty", action="store_true", help="write the record even with uncommitted changes, marked dirty"
+)
 a = p.parse_args()
+config.require_clean(allow_dirty=a.allow_dirty)  # before hours of training, not after
 
 t0 = time.perf_counter()
 runs, baseline = {}, None
@@ -78,9 +83,17 @@ if scratch:
         {"test": scratch["results"]["test"]} if "test" in scratch["results"] else scratch["results"]
     ]
 runs = {k: runs[k] for k in [*a.strategies, *[k for k in runs if k not in a.strategies]] if k in runs}
+shared = {
+    k: v
+    for k, v in asdict(FinetuneArgs(epochs=a.epochs)).items()
+    if k not in ("strategy", "seed", "output_dir", "resume", "progress")
+}  # what every run of the sweep used (strategy and seed vary)
 path = config.write_results(
     "finetune_strategies",
     {"runs": runs, "epochs": a.epochs, "seeds": a.seeds},
-    wall_time_s=sum(r.get("wall_time_s", 0) for rs in runs.values() for r in rs),
-)  # compute time of the runs
+    args=dict(vars(a), profile="full", finetune=shared),
+    settings=config.load(profile="full"),  # every run used all the training data
+    wall_time_s=sum(r.get("wall_time_s", 0) for rs in runs.values() for r in rs),  # compute time of the runs
+    allow_dirty=a.allow_dirty,
+)
 print("wrote", path)

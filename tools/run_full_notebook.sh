@@ -13,6 +13,15 @@ export TQDM_DISABLE=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_PROGRES
 [ $# -gt 0 ] || { echo "usage: $0 nbs/NOTEBOOK.ipynb [...]" >&2; exit 2; }
 out="${LLMBOOK_FULL_OUT:-/tmp/llmbook-full}"; mkdir -p "$out"
 "$bin/nbdev-export"
+# the chapters' write_results refuses a tree with uncommitted changes: find out now, not after an hour of running
+"$bin/python" - <<'PY' || exit 1
+import sys
+from llmbook.config import RecordError, require_clean
+try:
+    require_clean()
+except RecordError as e:
+    sys.exit(f"run_full_notebook: {e}")
+PY
 for nb in "$@"; do
   echo "== $(date -u +%H:%M:%S) executing $nb (full profile) -> $out/$(basename "$nb")"
   start=$(date +%s)
