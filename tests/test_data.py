@@ -169,11 +169,6 @@ def test_case_variants_count_as_duplicates():
     assert len(data.deduplicate(df)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prepare_data splits a user file without de-duplicating it, so a repeated row can sit in train and test. "
-    "Remove this mark when user files are de-duplicated like the built-in corpus.",
-)
 def test_user_file_duplicates_do_not_straddle_splits(tmp_path):
     rows = [dict(text=f"review number {i % 40}", label=["neg", "pos"][i % 40 % 2]) for i in range(200)]
     f = tmp_path / "dups.csv"
