@@ -624,7 +624,7 @@ def train(
         st.update(saved["state"])
         if main:
             print(
-                f"resumed from {ck} (step {st['global_step']}, epoch {st['epoch']}, "
+                f"resumed from checkpoint {ck.name} (step {st['global_step']}, epoch {st['epoch']}, "
                 f"batch {st['batches_done']}/{batches_per_epoch})"
             )
 
