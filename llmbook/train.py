@@ -646,6 +646,8 @@ def train(
         accelerator.wait_for_everyone()
         with _quiet("accelerate.utils.other"):  # "Removed shared tensor ..." for tied embeddings: expected
             accelerator.save_state(str(tmp))
+        # every process writes its RNG state into tmp: all must be done before the main process renames it below
+        accelerator.wait_for_everyone()
         if main:
             usual_file_mode(tmp.glob("*.safetensors"))
         if main:
