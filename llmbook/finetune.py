@@ -214,16 +214,19 @@ def apply_strategy(
         from peft import LoraConfig, TaskType, get_peft_model
 
         targets = lora_target_modules or _default_lora_targets(model)
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                task_type=TaskType.SEQ_CLS,
-                r=lora_r,
-                lora_alpha=lora_alpha,
-                lora_dropout=lora_dropout,
-                target_modules=targets,
-            ),
-        )
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing` (a FutureWarning in transformers 5)
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    task_type=TaskType.SEQ_CLS,
+                    r=lora_r,
+                    lora_alpha=lora_alpha,
+                    lora_dropout=lora_dropout,
+                    target_modules=targets,
+                ),
+            )
     elif strategy in ("head", "last-k"):
         base = getattr(model, model.base_model_prefix)
         for p in base.parameters():

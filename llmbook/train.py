@@ -626,7 +626,7 @@ def train(
         st.update(saved["state"])
         if main:
             print(
-                f"resumed from {ck} (step {st['global_step']}, epoch {st['epoch']}, "
+                f"resumed from checkpoint {ck.name} (step {st['global_step']}, epoch {st['epoch']}, "
                 f"batch {st['batches_done']}/{batches_per_epoch})"
             )
 
@@ -648,6 +648,8 @@ def train(
         accelerator.wait_for_everyone()
         with _quiet("accelerate.utils.other"):  # "Removed shared tensor ..." for tied embeddings: expected
             accelerator.save_state(str(tmp))
+        # every process writes its RNG state into tmp: all must be done before the main process renames it below
+        accelerator.wait_for_everyone()
         if main:
             usual_file_mode(tmp.glob("*.safetensors"))
         if main:

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$(dirname "$(command -v python)")"; [ -x .venv/bin/python ] && bin=.venv/bin
 export TQDM_DISABLE=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_OFFLINE=1 \
-       TRANSFORMERS_NO_ADVISORY_WARNINGS=1 TOKENIZERS_PARALLELISM=false PYTHONHASHSEED=0
+       TRANSFORMERS_NO_ADVISORY_WARNINGS=1 TOKENIZERS_PARALLELISM=false PYTHONHASHSEED=0 \
+       PYTHONWARNINGS="${PYTHONWARNINGS:-ignore:IProgress not found}"
 nbs=("$@"); [ ${#nbs[@]} -gt 0 ] || nbs=(nbs/*.ipynb)
 "$bin/nbdev-export"
 for nb in "${nbs[@]}"; do
