@@ -350,3 +350,160 @@ def _losses_5(answer):
     if close(x, (counts * means).sum().item(), 1e-6):
         raise Wrong("that is the summed loss; divide by the number of counted tokens.")
     raise Wrong("not within 1e-6. Recover each batch's summed loss from its mean and count, then divide.")
+
+# %% ../nbs/00b_check.ipynb #ea438785
+@register("metrics-1", kind="value", chapter="05b_metrics")
+def _metrics_1(answer):
+    "Macro F1 (zero_division=0) of always predicting class 1 when 60% of the labels are 1, within 1e-6."
+    import sklearn.metrics as skm
+
+    x = number(answer)
+    y = [1] * 6 + [0] * 4
+    ref = skm.f1_score(y, [1] * 10, average="macro", zero_division=0)
+    if close(x, ref, 1e-6):
+        return
+    if close(x, 0.6, 1e-6):
+        raise Wrong("that is the accuracy (the share of fresh reviews); macro F1 averages the F1 of both classes.")
+    if close(x, skm.f1_score(y, [1] * 10), 1e-6):
+        raise Wrong("that is the F1 of the fresh class alone; macro averaging also counts the rotten class.")
+    if close(x, skm.f1_score(y, [1] * 10, average="weighted", zero_division=0), 1e-6):
+        raise Wrong("that is the support-weighted average; macro weights both classes equally.")
+    raise Wrong("not within 1e-6. The rotten class is never predicted: what are its precision, recall and F1?")
+
+# %% ../nbs/00b_check.ipynb #0b402587
+def _random_labels(g: torch.Generator, n_classes=(2, 7), n=(1, 60)):
+    "Random (y_true, y_pred) int64 numpy arrays and C; y_pred often leaves some classes out."
+    C = int(torch.randint(*n_classes, (), generator=g))
+    N = int(torch.randint(*n, (), generator=g))
+    yt = torch.randint(0, C, (N,), generator=g)
+    used = torch.randperm(C, generator=g)[: int(torch.randint(1, C + 1, (), generator=g))]
+    yp = used[torch.randint(0, len(used), (N,), generator=g)]
+    return yt.numpy(), yp.numpy(), C
+
+
+@register("metrics-2", kind="function", chapter="05b_metrics")
+def _metrics_2(answer):
+    "Macro F1 from the confusion matrix, against sklearn.metrics.f1_score on 30 random cases, within 1e-12."
+    import sklearn.metrics as skm
+
+    used = uses_names(answer, {"f1_score", "fbeta_score", "precision_recall_fscore_support", "classification_report"})
+    if used:
+        raise Wrong(f"build it from the confusion matrix; your function calls {', '.join(sorted(used))}.")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        yt, yp, C = _random_labels(g)
+        ref = skm.f1_score(yt, yp, average="macro", labels=range(C), zero_division=0)
+        out = number(answer(yt.copy(), yp.copy(), C), "your macro F1")
+        if close(out, ref, 1e-12):
+            continue
+        micro = skm.f1_score(yt, yp, average="micro", labels=range(C), zero_division=0)
+        weighted = skm.f1_score(yt, yp, average="weighted", labels=range(C), zero_division=0)
+        present = sorted(set(yt.tolist()) | set(yp.tolist()))
+        if close(out, micro, 1e-12):
+            raise Wrong("that is micro F1 (pooled counts, equal to accuracy); macro averages the per-class F1.")
+        if close(out, weighted, 1e-12):
+            raise Wrong("that weights classes by support; macro gives every class the same weight.")
+        f1_present = skm.f1_score(yt, yp, average="macro", labels=present, zero_division=0)
+        if len(present) < C and close(out, f1_present, 1e-12):
+            raise Wrong(
+                f"right for the classes that occur, but with num_classes={C} a class absent from both arrays still "
+                "counts (with F1 = 0) in the average."
+            )
+        cm = torch.bincount(torch.as_tensor(C * yt + yp), minlength=C * C).reshape(C, C).double()
+        tp = cm.diag()
+        p = torch.where(cm.sum(0) > 0, tp / cm.sum(0).clamp(min=1), torch.zeros_like(tp)).mean().item()
+        r = torch.where(cm.sum(1) > 0, tp / cm.sum(1).clamp(min=1), torch.zeros_like(tp)).mean().item()
+        if p + r > 0 and close(out, 2 * p * r / (p + r), 1e-12):
+            raise Wrong("that is the F1 of macro precision and macro recall; macro F1 is the mean of per-class F1.")
+        raise Wrong(
+            f"differs from sklearn.metrics.f1_score(average='macro', zero_division=0) by {abs(out - ref):.2e} on "
+            f"{len(yt)} random labels with {C} classes (tolerance 1e-12)."
+        )
+
+# %% ../nbs/00b_check.ipynb #9c48425c
+def _random_probs(g: torch.Generator, N: int, C: int):
+    "Random (probs (N, C) float64 numpy, labels (N,) int64 numpy): softmax of scaled normal logits, labels drawn."
+    probs = torch.softmax(torch.randn(N, C, generator=g, dtype=torch.float64) * 2.0, dim=1)
+    labels = torch.multinomial(probs, 1, generator=g).squeeze(1)
+    return probs.numpy(), labels.numpy()
+
+
+@register("metrics-3", kind="function", chapter="05b_metrics")
+def _metrics_3(answer):
+    "Maximum calibration error, against sklearn.calibration.calibration_curve on 10 random cases, within 1e-12."
+    import numpy as np
+    from sklearn.calibration import calibration_curve
+
+    from llmbook.metrics import expected_calibration_error
+
+    g = torch.Generator().manual_seed(1)
+    for k in range(10):
+        C, n_bins = 2 + k % 3, (5, 10, 15)[k % 3]
+        probs, labels = _random_probs(g, 200 + 30 * k, C)
+        conf, right = probs.max(1), (probs.argmax(1) == labels).astype(int)
+        if right.min() == right.max():
+            continue
+        frac, mean_conf = calibration_curve(right, conf, n_bins=n_bins, strategy="uniform")
+        ref = float(np.abs(frac - mean_conf).max())
+        out = number(answer(probs.copy(), labels.copy(), n_bins), "your MCE")
+        if close(out, ref, 1e-12):
+            continue
+        if close(out, expected_calibration_error(probs, labels, n_bins).ece, 1e-12):
+            raise Wrong("that is the ECE (the count-weighted mean gap); the MCE is the largest gap.")
+        if close(out, float((frac - mean_conf).max()), 1e-12) or close(out, float((mean_conf - frac).max()), 1e-12):
+            raise Wrong("the gap can go either way (over- or under-confident): take its absolute value.")
+        if out < 0 or out > 1:
+            raise Wrong("a calibration error lies between 0 and 1.")
+        raise Wrong(
+            f"differs from the reference (built on sklearn's calibration_curve) by {abs(out - ref):.2e} on "
+            f"{len(labels)} examples, {C} classes, {n_bins} bins (tolerance 1e-12)."
+        )
+
+# %% ../nbs/00b_check.ipynb #721e9375
+@register("metrics-4", kind="function", chapter="05b_metrics")
+def _metrics_4(answer):
+    "Temperature with the smallest mean NLL on a grid, against torch's cross_entropy on 8 random problems."
+    F = torch.nn.functional
+    g = torch.Generator().manual_seed(2)
+    grid = torch.arange(0.25, 4.001, 0.05, dtype=torch.float64)
+    for k in range(8):
+        N, C = 50 + 25 * k, 2 + k % 4
+        true_T = (0.5, 2.0)[k % 2]  # logits sharpened or flattened by this much relative to the labels' law
+        z = torch.randn(N, C, generator=g, dtype=torch.float64) * 2.0
+        labels = torch.multinomial(torch.softmax(z, 1), 1, generator=g).squeeze(1)
+        logits = z * true_T
+        nll = torch.stack([F.cross_entropy(logits / t, labels) for t in grid])
+        out = number(answer(logits.clone(), labels.clone(), grid.clone()), "your temperature")
+        if (grid - out).abs().min() > 1e-9:
+            raise Wrong("return one of the candidates in `grid` (as a float).")
+        got = F.cross_entropy(logits / out, labels)
+        if abs(got.item() - nll.min().item()) <= 1e-9:
+            continue
+        if abs(got.item() - nll.max().item()) <= 1e-9:
+            raise Wrong("that temperature has the largest NLL on the grid; you want the smallest.")
+        nll_times = torch.stack([F.cross_entropy(logits * t, labels) for t in grid])
+        if abs(out - grid[nll_times.argmin()].item()) <= 1e-9:
+            raise Wrong("your NLL multiplies the logits by T; temperature scaling divides them by T.")
+        raise Wrong(
+            f"on a random problem ({N} examples, {C} classes) your T has mean NLL {got.item():.4f}, "
+            f"but another candidate has a lower one (tolerance 1e-9)."
+        )
+
+# %% ../nbs/00b_check.ipynb #93359ceb
+@register("metrics-5", kind="value", chapter="05b_metrics")
+def _metrics_5(answer):
+    "Accuracy of the cluster resample [0, 0, 3, 2] of films with hits (8, 1, 3, 10) of (10, 2, 6, 20), within 1e-6."
+    x = number(answer)
+    hits, n = torch.tensor([8.0, 1, 3, 10]), torch.tensor([10.0, 2, 6, 20])
+    draw = torch.tensor([0, 0, 3, 2])
+    ref = (hits[draw].sum() / n[draw].sum()).item()
+    if close(x, ref, 1e-6):
+        return
+    if close(x, (hits[draw] / n[draw]).mean().item(), 1e-6):
+        raise Wrong("that is the mean of the films' accuracies; the metric is computed on the pooled snippets.")
+    u = draw.unique()
+    if close(x, (hits[u].sum() / n[u].sum()).item(), 1e-6):
+        raise Wrong("a film drawn twice contributes its snippets twice.")
+    if close(x, (hits.sum() / n.sum()).item(), 1e-6):
+        raise Wrong("that is the accuracy of the whole test set, not of this resample.")
+    raise Wrong("not within 1e-6. Pool the snippets of the drawn films (with repeats) and count hits over snippets.")
