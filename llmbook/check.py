@@ -507,3 +507,139 @@ def _metrics_5(answer):
     if close(x, (hits.sum() / n.sum()).item(), 1e-6):
         raise Wrong("that is the accuracy of the whole test set, not of this resample.")
     raise Wrong("not within 1e-6. Pool the snippets of the drawn films (with repeats) and count hits over snippets.")
+
+# %% ../nbs/00b_check.ipynb #f228e969
+_ADAM_SHORTCUTS = {"Adam", "AdamW", "optim", "_adam_for_loop", "_adam_foreach", "_single_tensor_adam"}
+
+
+@register("optim-1", kind="function", chapter="04_optimizers")
+def _optim_1(answer):
+    "T Adam steps from scratch, against torch.optim.Adam (float64) on 12 random runs, within 1e-10 + 1e-8 |p|."
+    used = uses_names(answer, _ADAM_SHORTCUTS)
+    if used:
+        raise Wrong(f"write the update rule yourself; your function uses {', '.join(sorted(used))}.")
+    g = torch.Generator().manual_seed(3)
+    for k in range(12):
+        shape = (int(torch.randint(1, 6, (), generator=g)), int(torch.randint(1, 4, (), generator=g)))
+        T = 1 + k * 2
+        lr, eps = (0.1, 0.01, 0.003)[k % 3], (1e-8, 1e-3)[k % 2]
+        betas = ((0.9, 0.999), (0.8, 0.99))[(k // 2) % 2]
+        scale = (1e-4, 1.0, 10.0)[k % 3]
+        p0 = torch.randn(shape, generator=g, dtype=torch.float64)
+        grads = [torch.randn(shape, generator=g, dtype=torch.float64) * scale for _ in range(T)]
+        p = torch.nn.Parameter(p0.clone())
+        opt = torch.optim.Adam([p], lr=lr, betas=betas, eps=eps, foreach=False)
+        for gr in grads:
+            p.grad = gr.clone()
+            opt.step()
+        ref = p.detach()
+        out = tensor_like(answer(p0.clone(), [gr.clone() for gr in grads], lr, betas, eps), ref, "your parameter")
+        if max_diff(out, ref) <= 1e-10 + 1e-8 * ref.abs().max().item():
+            continue
+        if max_diff(out, p0) == 0:
+            raise Wrong("the parameter did not move: return the parameter after all the steps.")
+        raise Wrong(
+            f"after {T} steps (lr={lr}, betas={betas}, eps={eps}, gradients of scale {scale:g}, shape {shape}) "
+            f"your parameter differs from torch.optim.Adam's by {max_diff(out, ref):.2e} (tolerance 1e-10 + 1e-8 "
+            "|p|). Check the bias corrections and where eps goes: after dividing sqrt(v) by sqrt(1 - beta2^t)."
+        )
+
+# %% ../nbs/00b_check.ipynb #a74130a0
+@register("optim-2", kind="value", chapter="04_optimizers")
+def _optim_2(answer):
+    "A weight of 5.0 with zero gradients after 100 AdamW steps (lr 0.1, weight decay 0.1), within 1e-4."
+    x = number(answer)
+
+    def run(cls):
+        p = torch.nn.Parameter(torch.full((1,), 5.0, dtype=torch.float64))
+        opt = cls([p], lr=0.1, weight_decay=0.1, foreach=False)
+        for _ in range(100):
+            p.grad = torch.zeros_like(p)
+            opt.step()
+        return p.item()
+
+    if close(x, run(torch.optim.AdamW), 1e-4):
+        return
+    if close(x, 5.0, 1e-4):
+        raise Wrong("a zero gradient is still a gradient (not None): AdamW's decoupled decay acts on the weight.")
+    if close(x, run(torch.optim.Adam), 1e-4):
+        raise Wrong("that is Adam with L2 weight decay (the penalty's gradient normalised by Adam); the question is AdamW.")
+    if close(x, 5.0 * 0.9**100, 1e-4) or close(x, 0.0, 1e-4):
+        raise Wrong("the decay multiplies the weight by (1 - lr * weight_decay) per step, not by (1 - weight_decay).")
+    raise Wrong("not within 1e-4. With zero gradients, Adam's own step is 0/(0 + eps) = 0; only the decay acts.")
+
+# %% ../nbs/00b_check.ipynb #bf8fe613
+def _diabetes_hessian_eigs() -> Tensor:
+    "Eigenvalues of the Hessian 2/n X^T X of the chapter's least-squares problem (standardised diabetes + bias)."
+    from sklearn.datasets import load_diabetes
+
+    X = torch.tensor(load_diabetes(return_X_y=True)[0])
+    X = (X - X.mean(0)) / X.std(0)
+    X = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], 1)
+    return torch.linalg.eigvalsh(2 / len(X) * X.T @ X)
+
+
+@register("optim-3", kind="value", chapter="04_optimizers")
+def _optim_3(answer):
+    "The largest learning rate for which GD converges on the diabetes least squares, within 0.1% relative."
+    x = number(answer)
+    eig = _diabetes_hessian_eigs()
+    lam_min, lam_max = eig[0].item(), eig[-1].item()
+    ref = 2 / lam_max
+    if abs(x / ref - 1) <= 1e-3:
+        return
+    if abs(x * (lam_max + lam_min) / 2 - 1) <= 1e-3:
+        raise Wrong("that is the best constant rate, 2/(lambda_max + lambda_min); the question asks for the edge.")
+    if abs(x * lam_max - 1) <= 1e-3:
+        raise Wrong("that rate is safe but not the largest: the steep direction's factor 1 - lr*lambda may reach -1.")
+    if abs(x * lam_min / 2 - 1) <= 1e-3 or abs(x * lam_min - 1) <= 1e-3:
+        raise Wrong("that uses the smallest eigenvalue; divergence starts along the steepest direction.")
+    if x <= 0:
+        raise Wrong("a learning rate is positive.")
+    raise Wrong(
+        "not within 0.1%. Along an eigenvector with eigenvalue lambda the error is multiplied by (1 - lr*lambda) "
+        "per step: when does that stay below 1 in absolute value for every direction?"
+    )
+
+# %% ../nbs/00b_check.ipynb #b4395812
+@register("optim-4", kind="value", chapter="04_optimizers")
+def _optim_4(answer):
+    "Learning rate of update 9 under get_scheduler('linear', W=4, T=10), base lr 1.0, within 1e-6."
+    from transformers import get_linear_schedule_with_warmup
+
+    x = number(answer)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = get_linear_schedule_with_warmup(opt, 4, 10)
+    ref = sched.lr_lambdas[0](9)
+    if close(x, ref, 1e-6):
+        return
+    if close(x, 0.0, 1e-6):
+        raise Wrong("the factor reaches 0 at k = T = 10, which is after the last update (updates are k = 0..9).")
+    if close(x, 0.1, 1e-6):
+        raise Wrong("the linear decay runs from the end of warmup, over T - W steps, not over all T.")
+    if close(x, sched.lr_lambdas[0](8), 1e-6) or close(x, sched.lr_lambdas[0](10), 1e-6):
+        raise Wrong("off by one step: update k uses f(k), and the first update is k = 0.")
+    raise Wrong("not within 1e-6. Evaluate f_linear(k) = (T - k)/(T - W) at the right k.")
+
+# %% ../nbs/00b_check.ipynb #10c2d85f
+@register("optim-5", kind="function", chapter="04_optimizers")
+def _optim_5(answer):
+    "Cosine-with-warmup factor f(k, W, T), against transformers' schedule for k = 0..T on 8 (W, T), within 1e-12."
+    from transformers import get_cosine_schedule_with_warmup
+
+    used = uses_names(answer, {"get_cosine_schedule_with_warmup", "schedule_lambda", "get_scheduler", "Schedule"})
+    if used:
+        raise Wrong(f"write the formula yourself; your function uses {', '.join(sorted(used))}.")
+    for W, T in [(0, 1), (0, 10), (3, 10), (10, 10), (7, 20), (1, 2), (20, 200), (5, 1000)]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        f = get_cosine_schedule_with_warmup(opt, W, T).lr_lambdas[0]
+        for k in range(T + 1):
+            out, ref = number(answer(k, W, T), f"your f({k}, {W}, {T})"), f(k)
+            if close(out, ref, 1e-12):
+                continue
+            if k < W:
+                raise Wrong(f"wrong during warmup (k={k}, W={W}): the first update (k = 0) uses a factor of 0.")
+            raise Wrong(
+                f"f({k}, W={W}, T={T}) differs from transformers' cosine schedule by {abs(out - ref):.2e} "
+                "(tolerance 1e-12): the cosine runs over the T - W steps after warmup."
+            )
