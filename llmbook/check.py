@@ -563,7 +563,7 @@ def _optim_2(answer):
     if close(x, 5.0, 1e-4):
         raise Wrong("a zero gradient is still a gradient (not None): AdamW's decoupled decay acts on the weight.")
     if close(x, run(torch.optim.Adam), 1e-4):
-        raise Wrong("that is Adam with L2 weight decay (the penalty's gradient normalised by Adam); the question is AdamW.")
+        raise Wrong("that is Adam with L2 weight decay (its gradient normalised by Adam); the question is AdamW.")
     if close(x, 5.0 * 0.9**100, 1e-4) or close(x, 0.0, 1e-4):
         raise Wrong("the decay multiplies the weight by (1 - lr * weight_decay) per step, not by (1 - weight_decay).")
     raise Wrong("not within 1e-4. With zero gradients, Adam's own step is 0/(0 + eps) = 0; only the decay acts.")
@@ -643,3 +643,300 @@ def _optim_5(answer):
                 f"f({k}, W={W}, T={T}) differs from transformers' cosine schedule by {abs(out - ref):.2e} "
                 "(tolerance 1e-12): the cosine runs over the T - W steps after warmup."
             )
+
+# %% ../nbs/00b_check.ipynb #09b3f2a6
+def _meta_numel(model_cls, config, **kwargs) -> int:
+    "Number of parameters of `model_cls(config)` built on the meta device (no memory allocated)."
+    import logging
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    with torch.device("meta"):
+        return sum(p.numel() for p in model_cls(config, **kwargs).parameters())
+
+
+@register("background-1", kind="value", chapter="01_background")
+def _background_1(answer):
+    "Parameters of BERT-base without its pooler (BertModel(add_pooling_layer=False)), exactly."
+    from transformers import BertConfig, BertModel
+
+    x = number(answer)
+    d = 768
+    ref = _meta_numel(BertModel, BertConfig(), add_pooling_layer=False)
+    if close(x, ref, 0.5):
+        return
+    if close(x, ref + d * d + d, 0.5):
+        raise Wrong("that still includes the pooler: remove its d x d matrix and its d biases.")
+    if close(x, ref + d, 0.5) or close(x, ref + d * d, 0.5):
+        raise Wrong("the pooler has a d x d weight matrix AND d biases: remove both.")
+    raise Wrong("not exact. Start from BERT-base's total in the chapter's table and remove the pooler's parameters.")
+
+# %% ../nbs/00b_check.ipynb #89b0a977
+@register("background-2", kind="value", chapter="01_background")
+def _background_2(answer):
+    "Chinchilla-optimal parameter count for a budget of 1e21 FLOPs (C = 6ND, D = 20N), within 1% relative."
+    x = number(answer)
+    C = 1e21
+    ref = math.sqrt(C / 120)
+    if abs(x / ref - 1) <= 0.01:
+        return
+    if abs(x / (20 * ref) - 1) <= 0.01:
+        raise Wrong("that is the number of tokens D; the question asks for the parameters N.")
+    if abs(x / (C / 120) - 1) <= 0.01:
+        raise Wrong("C = 6 N D with D = 20 N gives C = 120 N^2: N is a square root.")
+    if abs(x / math.sqrt(C / 6) - 1) <= 0.01:
+        raise Wrong("you set D = N; Chinchilla's rule is about 20 tokens per parameter.")
+    if abs(x / (ref / 1e9) - 1) <= 0.01:
+        raise Wrong("give the number of parameters itself, not in billions.")
+    raise Wrong("not within 1%. Substitute D = 20 N into C = 6 N D and solve for N.")
+
+# %% ../nbs/00b_check.ipynb #cb40501a
+@register("background-3", kind="value", chapter="01_background")
+def _background_3(answer):
+    "Parameters added by untying GPT-2 small's output matrix (GPT2Config(tie_word_embeddings=False)), exactly."
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    x = number(answer)
+    ref = _meta_numel(GPT2LMHeadModel, GPT2Config(tie_word_embeddings=False)) - _meta_numel(
+        GPT2LMHeadModel, GPT2Config()
+    )
+    if close(x, ref, 0.5):
+        return
+    V, d = 50257, 768
+    if close(x, ref + V, 0.5):
+        raise Wrong("GPT-2's output projection has no bias.")
+    if close(x, 2 * ref, 0.5):
+        raise Wrong("untying adds one matrix (the output projection); the token table was there already.")
+    if close(x, 1024 * d, 0.5) or close(x, ref + 1024 * d, 0.5):
+        raise Wrong("the output projection maps to the vocabulary; the position table is not involved.")
+    raise Wrong("not exact. What shape does the output projection of GPT-2 small have?")
+
+# %% ../nbs/00b_check.ipynb #94c4d20b
+@register("background-4", kind="function", chapter="01_background")
+def _background_4(answer):
+    "GPT-2 (tied head) parameter count from (d, L, V, P), against transformers' GPT2LMHeadModel on 8 shapes, exactly."
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    used = uses_names(answer, {"param_count", "GPT2LMHeadModel", "GPT2Model", "numel", "parameters"})
+    if used:
+        raise Wrong(f"count from the shapes with a formula; your function uses {', '.join(sorted(used))}.")
+    g = torch.Generator().manual_seed(4)
+    for _ in range(8):
+        heads = int(torch.randint(1, 5, (), generator=g))
+        d = heads * 8 * int(torch.randint(1, 9, (), generator=g))
+        L = int(torch.randint(1, 7, (), generator=g))
+        V = int(torch.randint(50, 5000, (), generator=g))
+        P = int(torch.randint(16, 1025, (), generator=g))
+        cfg = GPT2Config(n_embd=d, n_layer=L, n_head=heads, vocab_size=V, n_positions=P)
+        ref = _meta_numel(GPT2LMHeadModel, cfg)
+        out = number(answer(d, L, V, P), "your count")
+        if close(out, ref, 0.5):
+            continue
+        diff = out - ref
+        if close(diff, V * d, 0.5):
+            raise Wrong("the output projection is tied to the token table: it adds no parameters.")
+        if close(diff, -2 * d, 0.5):
+            raise Wrong("off by 2d: the final LayerNorm (ln_f) after the last block has a scale and a shift.")
+        if close(diff, -P * d, 0.5):
+            raise Wrong("GPT-2 learns a position table too (n_positions x d).")
+        if L > 1 and close(diff % L, 0, 0.5) and abs(diff / L) < 20 * d:
+            raise Wrong(f"off by {diff / L:+.0f} per layer for d={d}: count each LayerNorm and each bias in a block.")
+        raise Wrong(
+            f"for d={d}, L={L}, V={V}, P={P} your count differs from GPT2LMHeadModel's by {diff:+,.0f} (exact "
+            "equality required)."
+        )
+
+# %% ../nbs/00b_check.ipynb #fb0ffe3e
+@register("background-5", kind="value", chapter="01_background")
+def _background_5(answer):
+    "GB (1e9 bytes) for weights, gradients and Adam state of Llama 2 7B in mixed precision, within 1%."
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    x = number(answer)
+    llama2_7b = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        vocab_size=32000,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+    )
+    n = _meta_numel(LlamaForCausalLM, llama2_7b)
+    ref = 16 * n / 1e9
+    if abs(x / ref - 1) <= 0.01:
+        return
+    if abs(x / (8 * n / 1e9) - 1) <= 0.01:
+        raise Wrong("that is pure bf16 (8 bytes per parameter); mixed precision keeps fp32 moments and master weights.")
+    if abs(x / (12 * n / 1e9) - 1) <= 0.01:
+        raise Wrong("you left out something of mixed precision: the fp32 master copy, or the 16-bit weights.")
+    if abs(x / (2 * n / 1e9) - 1) <= 0.01 or abs(x / (4 * n / 1e9) - 1) <= 0.01:
+        raise Wrong("that is the weights alone; training also keeps gradients and Adam's two moments.")
+    if abs(x / (16 * n / 2**30) - 1) <= 0.01:
+        raise Wrong("that is in GiB (2^30 bytes); give GB (10^9 bytes), as the chapter does.")
+    raise Wrong("not within 1%. Bytes per parameter from the chapter's table, times the parameter count.")
+
+# %% ../nbs/00b_check.ipynb #98bc9db6
+_WORDS = ("it", "was", "the", "best", "of", "times", "worst", "age", "wisdom", "fail", "again", "better")
+
+
+def _random_sentence(g: torch.Generator, lo: int, hi: int) -> str:
+    n = int(torch.randint(lo, hi, (), generator=g))
+    return " ".join(_WORDS[int(i)] for i in torch.randint(0, len(_WORDS), (n,), generator=g))
+
+
+@register("vision-1", kind="function", chapter="07a_vision_speech")
+def _vision_1(answer):
+    "Word error rate of one normalised reference/hypothesis pair, against jiwer.wer on 40 random pairs, within 1e-12."
+    import jiwer
+
+    used = uses_names(answer, {"jiwer", "wer", "word_errors", "process_words", "editdistance", "Levenshtein"})
+    if used:
+        raise Wrong(f"write the edit distance yourself; your function uses {', '.join(sorted(used))}.")
+    g = torch.Generator().manual_seed(5)
+    for k in range(40):
+        ref = _random_sentence(g, 1, 12)
+        hyp = _random_sentence(g, 0, 12) if k % 4 else ref  # some pairs identical
+        expected = jiwer.wer(ref, hyp) if hyp else len(ref.split()) / len(ref.split())
+        out = number(answer(ref, hyp), "your WER")
+        if close(out, expected, 1e-12):
+            continue
+        n_r, n_h = len(ref.split()), len(hyp.split())
+        if n_h and close(out * n_r / n_h, expected, 1e-12):
+            raise Wrong("divide by the number of reference words, not hypothesis words.")
+        if n_h > n_r and out <= 1:
+            raise Wrong(f"for reference {ref!r} and hypothesis {hyp!r}: insertions count too, so WER can exceed 1.")
+        raise Wrong(
+            f"for reference {ref!r} and hypothesis {hyp!r} your WER differs from jiwer's by "
+            f"{abs(out - expected):.3g} (tolerance 1e-12). Word errors are the minimum number of substitutions, "
+            "deletions and insertions (a Levenshtein distance over words), not position-by-position mismatches."
+        )
+
+# %% ../nbs/00b_check.ipynb #5434fc9e
+def _pixel_iou(a: Tensor, b: Tensor) -> Tensor:
+    "IoU of integer boxes (x1, y1, x2, y2) in [0, 32], by counting the unit cells each box covers on a grid."
+    ys, xs = torch.meshgrid(torch.arange(32) + 0.5, torch.arange(32) + 0.5, indexing="ij")
+
+    def mask(box):
+        return (xs > box[0]) & (xs < box[2]) & (ys > box[1]) & (ys < box[3])
+
+    out = torch.zeros(len(a), len(b), dtype=torch.float64)
+    for i, p in enumerate(a):
+        for j, q in enumerate(b):
+            mp, mq = mask(p), mask(q)
+            out[i, j] = (mp & mq).sum() / (mp | mq).sum()
+    return out
+
+
+@register("vision-2", kind="function", chapter="07a_vision_speech")
+def _vision_2(answer):
+    "IoU matrix of boxes, against pixel counting on a grid for 10 random sets of integer boxes, within 1e-6."
+    used = uses_names(answer, {"box_iou", "nms", "batched_nms"})
+    if used:
+        raise Wrong(f"write the overlap yourself; your function uses {', '.join(sorted(used))}.")
+    g = torch.Generator().manual_seed(6)
+    for _ in range(10):
+        boxes = []
+        for n in (int(torch.randint(1, 5, (), generator=g)), int(torch.randint(1, 5, (), generator=g))):
+            xy = torch.randint(0, 24, (n, 2), generator=g)
+            wh = torch.randint(1, 9, (n, 2), generator=g)
+            boxes.append(torch.cat([xy, xy + wh], 1).float())
+        a, b = boxes
+        ref = _pixel_iou(a, b)
+        out = tensor_like(answer(a.clone(), b.clone()), ref, "your IoU matrix")
+        d = max_diff(out, ref)
+        if d <= 1e-6:
+            continue
+        if (out < -1e-6).any() or (out > 1 + 1e-6).any():
+            raise Wrong("an IoU lies in [0, 1]: clamp the intersection's width and height at 0 (disjoint boxes).")
+        raise Wrong(
+            f"differs from the IoU counted pixel by pixel by {d:.2e} for boxes a={a.int().tolist()}, "
+            f"b={b.int().tolist()} (tolerance 1e-6). The union is area(A) + area(B) - intersection."
+        )
+
+# %% ../nbs/00b_check.ipynb #d32fa86c
+@register("vision-3", kind="value", chapter="07a_vision_speech")
+def _vision_3(answer):
+    "IoU of the boxes (0, 0, 2, 2) and (1, 1, 3, 3), within 1e-6."
+    x = number(answer)
+    a, b = torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[1.0, 1, 3, 3]])
+    ref = _pixel_iou(a, b).item()
+    if close(x, ref, 1e-6):
+        return
+    if close(x, 0.25, 1e-6):
+        raise Wrong("that is the intersection over the smaller area (MTCNN's 'min' mode); IoU divides by the union.")
+    if close(x, 1 / 8, 1e-6):
+        raise Wrong("the union counts the intersection once: area(A) + area(B) - intersection.")
+    if close(x, 1.0, 1e-6):
+        raise Wrong("that is the intersection's area; divide it by the union's area.")
+    raise Wrong("not within 1e-6. Draw the two squares: how large is their overlap, and their union?")
+
+# %% ../nbs/00b_check.ipynb #a427124a
+def _nms_reference(boxes, scores, threshold):
+    "The classic NMS loop of the original MTCNN code (facenet-pytorch's nms_numpy), IoU, offset 0."
+    import numpy as np
+
+    x1, y1, x2, y2 = boxes.T
+    area = (x2 - x1) * (y2 - y1)
+    order, keep = np.argsort(scores, kind="stable"), []
+    while order.size > 0:
+        i, rest = order[-1], order[:-1]
+        keep.append(int(i))
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        order = rest[inter / (area[i] + area[rest] - inter) <= threshold]
+    return keep
+
+
+@register("vision-4", kind="function", chapter="07a_vision_speech")
+def _vision_4(answer):
+    "Greedy NMS (kept indices, best first), against the MTCNN reference loop on 10 random cases, exactly."
+    used = uses_names(answer, {"nms", "batched_nms", "_nms_reference"})
+    if used:
+        raise Wrong(f"write the loop yourself (box_iou is allowed); your function uses {', '.join(sorted(used))}.")
+    g = torch.Generator().manual_seed(7)
+    for k in range(10):
+        n = 5 + 10 * k
+        xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 50
+        wh = 5 + torch.rand(n, 2, generator=g, dtype=torch.float64) * 20
+        boxes, scores = torch.cat([xy, xy + wh], 1), torch.rand(n, generator=g, dtype=torch.float64)
+        thr = (0.3, 0.5, 0.7)[k % 3]
+        ref = _nms_reference(boxes.numpy(), scores.numpy(), thr)
+        out = answer(boxes.clone(), scores.clone(), thr)
+        try:
+            out = [int(i) for i in out]
+        except (TypeError, ValueError):
+            raise Wrong(f"return the kept indices (a list or an int64 tensor); got {type(out).__name__}.") from None
+        if out == ref:
+            continue
+        if sorted(out) == sorted(ref):
+            raise Wrong("the right boxes, in the wrong order: return them by decreasing score.")
+        if set(out) > set(ref):
+            raise Wrong(
+                f"you keep {len(out)} boxes where {len(ref)} survive ({n} boxes, threshold {thr}): a box must be "
+                "dropped when it overlaps ANY kept box, and a dropped box suppresses nothing."
+            )
+        raise Wrong(
+            f"on {n} random boxes with threshold {thr} you keep {len(out)} boxes, the reference {len(ref)}: visit "
+            "boxes by decreasing score; keep a box unless its IoU with an already kept box exceeds the threshold."
+        )
+
+# %% ../nbs/00b_check.ipynb #6bf8f6ba
+@register("vision-5", kind="value", chapter="07a_vision_speech")
+def _vision_5(answer):
+    "Hop between Whisper's log-Mel frames in samples at 16 kHz (transformers' WhisperFeatureExtractor), exactly."
+    from transformers import WhisperFeatureExtractor
+
+    x = number(answer)
+    ref = WhisperFeatureExtractor().hop_length
+    if close(x, ref, 1e-9):
+        return
+    if close(x, 10, 1e-9) or close(x, 0.01, 1e-9):
+        raise Wrong("that is the hop in time; the question asks for it in samples at 16 kHz.")
+    if close(x, 100, 1e-9):
+        raise Wrong("that is the number of frames per second; the hop is the number of samples between two frames.")
+    if close(x, 400, 1e-9):
+        raise Wrong("that is the window (n_fft) each frame is computed from; frames overlap, the hop is smaller.")
+    if close(x, 80, 1e-9):
+        raise Wrong("80 is the number of Mel bands (the other axis of the features).")
+    raise Wrong("not exact. 30 s of audio at 16 kHz become 3000 frames.")
