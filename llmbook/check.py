@@ -350,3 +350,593 @@ def _losses_5(answer):
     if close(x, (counts * means).sum().item(), 1e-6):
         raise Wrong("that is the summed loss; divide by the number of counted tokens.")
     raise Wrong("not within 1e-6. Recover each batch's summed loss from its mean and count, then divide.")
+
+# %% ../nbs/00b_check.ipynb #ea438785
+@register("metrics-1", kind="value", chapter="05b_metrics")
+def _metrics_1(answer):
+    "Macro F1 (zero_division=0) of always predicting class 1 when 60% of the labels are 1, within 1e-6."
+    import sklearn.metrics as skm
+
+    x = number(answer)
+    y = [1] * 6 + [0] * 4
+    ref = skm.f1_score(y, [1] * 10, average="macro", zero_division=0)
+    if close(x, ref, 1e-6):
+        return
+    if close(x, 0.6, 1e-6):
+        raise Wrong("that is the accuracy (the share of fresh reviews); macro F1 averages the F1 of both classes.")
+    if close(x, skm.f1_score(y, [1] * 10), 1e-6):
+        raise Wrong("that is the F1 of the fresh class alone; macro averaging also counts the rotten class.")
+    if close(x, skm.f1_score(y, [1] * 10, average="weighted", zero_division=0), 1e-6):
+        raise Wrong("that is the support-weighted average; macro weights both classes equally.")
+    raise Wrong("not within 1e-6. The rotten class is never predicted: what are its precision, recall and F1?")
+
+# %% ../nbs/00b_check.ipynb #0b402587
+def _random_labels(g: torch.Generator, n_classes=(2, 7), n=(1, 60)):
+    "Random (y_true, y_pred) int64 numpy arrays and C; y_pred often leaves some classes out."
+    C = int(torch.randint(*n_classes, (), generator=g))
+    N = int(torch.randint(*n, (), generator=g))
+    yt = torch.randint(0, C, (N,), generator=g)
+    used = torch.randperm(C, generator=g)[: int(torch.randint(1, C + 1, (), generator=g))]
+    yp = used[torch.randint(0, len(used), (N,), generator=g)]
+    return yt.numpy(), yp.numpy(), C
+
+
+@register("metrics-2", kind="function", chapter="05b_metrics")
+def _metrics_2(answer):
+    "Macro F1 from the confusion matrix, against sklearn.metrics.f1_score on 30 random cases, within 1e-12."
+    import sklearn.metrics as skm
+
+    used = uses_names(answer, {"f1_score", "fbeta_score", "precision_recall_fscore_support", "classification_report"})
+    if used:
+        raise Wrong(f"build it from the confusion matrix; your function calls {', '.join(sorted(used))}.")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        yt, yp, C = _random_labels(g)
+        ref = skm.f1_score(yt, yp, average="macro", labels=range(C), zero_division=0)
+        out = number(answer(yt.copy(), yp.copy(), C), "your macro F1")
+        if close(out, ref, 1e-12):
+            continue
+        micro = skm.f1_score(yt, yp, average="micro", labels=range(C), zero_division=0)
+        weighted = skm.f1_score(yt, yp, average="weighted", labels=range(C), zero_division=0)
+        present = sorted(set(yt.tolist()) | set(yp.tolist()))
+        if close(out, micro, 1e-12):
+            raise Wrong("that is micro F1 (pooled counts, equal to accuracy); macro averages the per-class F1.")
+        if close(out, weighted, 1e-12):
+            raise Wrong("that weights classes by support; macro gives every class the same weight.")
+        f1_present = skm.f1_score(yt, yp, average="macro", labels=present, zero_division=0)
+        if len(present) < C and close(out, f1_present, 1e-12):
+            raise Wrong(
+                f"right for the classes that occur, but with num_classes={C} a class absent from both arrays still "
+                "counts (with F1 = 0) in the average."
+            )
+        cm = torch.bincount(torch.as_tensor(C * yt + yp), minlength=C * C).reshape(C, C).double()
+        tp = cm.diag()
+        p = torch.where(cm.sum(0) > 0, tp / cm.sum(0).clamp(min=1), torch.zeros_like(tp)).mean().item()
+        r = torch.where(cm.sum(1) > 0, tp / cm.sum(1).clamp(min=1), torch.zeros_like(tp)).mean().item()
+        if p + r > 0 and close(out, 2 * p * r / (p + r), 1e-12):
+            raise Wrong("that is the F1 of macro precision and macro recall; macro F1 is the mean of per-class F1.")
+        raise Wrong(
+            f"differs from sklearn.metrics.f1_score(average='macro', zero_division=0) by {abs(out - ref):.2e} on "
+            f"{len(yt)} random labels with {C} classes (tolerance 1e-12)."
+        )
+
+# %% ../nbs/00b_check.ipynb #9c48425c
+def _random_probs(g: torch.Generator, N: int, C: int):
+    "Random (probs (N, C) float64 numpy, labels (N,) int64 numpy): softmax of scaled normal logits, labels drawn."
+    probs = torch.softmax(torch.randn(N, C, generator=g, dtype=torch.float64) * 2.0, dim=1)
+    labels = torch.multinomial(probs, 1, generator=g).squeeze(1)
+    return probs.numpy(), labels.numpy()
+
+
+@register("metrics-3", kind="function", chapter="05b_metrics")
+def _metrics_3(answer):
+    "Maximum calibration error, against sklearn.calibration.calibration_curve on 10 random cases, within 1e-12."
+    import numpy as np
+    from sklearn.calibration import calibration_curve
+
+    from llmbook.metrics import expected_calibration_error
+
+    g = torch.Generator().manual_seed(1)
+    for k in range(10):
+        C, n_bins = 2 + k % 3, (5, 10, 15)[k % 3]
+        probs, labels = _random_probs(g, 200 + 30 * k, C)
+        conf, right = probs.max(1), (probs.argmax(1) == labels).astype(int)
+        if right.min() == right.max():
+            continue
+        frac, mean_conf = calibration_curve(right, conf, n_bins=n_bins, strategy="uniform")
+        ref = float(np.abs(frac - mean_conf).max())
+        out = number(answer(probs.copy(), labels.copy(), n_bins), "your MCE")
+        if close(out, ref, 1e-12):
+            continue
+        if close(out, expected_calibration_error(probs, labels, n_bins).ece, 1e-12):
+            raise Wrong("that is the ECE (the count-weighted mean gap); the MCE is the largest gap.")
+        if close(out, float((frac - mean_conf).max()), 1e-12) or close(out, float((mean_conf - frac).max()), 1e-12):
+            raise Wrong("the gap can go either way (over- or under-confident): take its absolute value.")
+        if out < 0 or out > 1:
+            raise Wrong("a calibration error lies between 0 and 1.")
+        raise Wrong(
+            f"differs from the reference (built on sklearn's calibration_curve) by {abs(out - ref):.2e} on "
+            f"{len(labels)} examples, {C} classes, {n_bins} bins (tolerance 1e-12)."
+        )
+
+# %% ../nbs/00b_check.ipynb #721e9375
+@register("metrics-4", kind="function", chapter="05b_metrics")
+def _metrics_4(answer):
+    "Temperature with the smallest mean NLL on a grid, against torch's cross_entropy on 8 random problems."
+    F = torch.nn.functional
+    g = torch.Generator().manual_seed(2)
+    grid = torch.arange(0.25, 4.001, 0.05, dtype=torch.float64)
+    for k in range(8):
+        N, C = 50 + 25 * k, 2 + k % 4
+        true_T = (0.5, 2.0)[k % 2]  # logits sharpened or flattened by this much relative to the labels' law
+        z = torch.randn(N, C, generator=g, dtype=torch.float64) * 2.0
+        labels = torch.multinomial(torch.softmax(z, 1), 1, generator=g).squeeze(1)
+        logits = z * true_T
+        nll = torch.stack([F.cross_entropy(logits / t, labels) for t in grid])
+        out = number(answer(logits.clone(), labels.clone(), grid.clone()), "your temperature")
+        if (grid - out).abs().min() > 1e-9:
+            raise Wrong("return one of the candidates in `grid` (as a float).")
+        got = F.cross_entropy(logits / out, labels)
+        if abs(got.item() - nll.min().item()) <= 1e-9:
+            continue
+        if abs(got.item() - nll.max().item()) <= 1e-9:
+            raise Wrong("that temperature has the largest NLL on the grid; you want the smallest.")
+        nll_times = torch.stack([F.cross_entropy(logits * t, labels) for t in grid])
+        if abs(out - grid[nll_times.argmin()].item()) <= 1e-9:
+            raise Wrong("your NLL multiplies the logits by T; temperature scaling divides them by T.")
+        raise Wrong(
+            f"on a random problem ({N} examples, {C} classes) your T has mean NLL {got.item():.4f}, "
+            f"but another candidate has a lower one (tolerance 1e-9)."
+        )
+
+# %% ../nbs/00b_check.ipynb #93359ceb
+@register("metrics-5", kind="value", chapter="05b_metrics")
+def _metrics_5(answer):
+    "Accuracy of the cluster resample [0, 0, 3, 2] of films with hits (8, 1, 3, 10) of (10, 2, 6, 20), within 1e-6."
+    x = number(answer)
+    hits, n = torch.tensor([8.0, 1, 3, 10]), torch.tensor([10.0, 2, 6, 20])
+    draw = torch.tensor([0, 0, 3, 2])
+    ref = (hits[draw].sum() / n[draw].sum()).item()
+    if close(x, ref, 1e-6):
+        return
+    if close(x, (hits[draw] / n[draw]).mean().item(), 1e-6):
+        raise Wrong("that is the mean of the films' accuracies; the metric is computed on the pooled snippets.")
+    u = draw.unique()
+    if close(x, (hits[u].sum() / n[u].sum()).item(), 1e-6):
+        raise Wrong("a film drawn twice contributes its snippets twice.")
+    if close(x, (hits.sum() / n.sum()).item(), 1e-6):
+        raise Wrong("that is the accuracy of the whole test set, not of this resample.")
+    raise Wrong("not within 1e-6. Pool the snippets of the drawn films (with repeats) and count hits over snippets.")
+
+# %% ../nbs/00b_check.ipynb #f228e969
+_ADAM_SHORTCUTS = {"Adam", "AdamW", "optim", "_adam_for_loop", "_adam_foreach", "_single_tensor_adam"}
+
+
+@register("optim-1", kind="function", chapter="04_optimizers")
+def _optim_1(answer):
+    "T Adam steps from scratch, against torch.optim.Adam (float64) on 12 random runs, within 1e-10 + 1e-8 |p|."
+    used = uses_names(answer, _ADAM_SHORTCUTS)
+    if used:
+        raise Wrong(f"write the update rule yourself; your function uses {', '.join(sorted(used))}.")
+    g = torch.Generator().manual_seed(3)
+    for k in range(12):
+        shape = (int(torch.randint(1, 6, (), generator=g)), int(torch.randint(1, 4, (), generator=g)))
+        T = 1 + k * 2
+        lr, eps = (0.1, 0.01, 0.003)[k % 3], (1e-8, 1e-3)[k % 2]
+        betas = ((0.9, 0.999), (0.8, 0.99))[(k // 2) % 2]
+        scale = (1e-4, 1.0, 10.0)[k % 3]
+        p0 = torch.randn(shape, generator=g, dtype=torch.float64)
+        grads = [torch.randn(shape, generator=g, dtype=torch.float64) * scale for _ in range(T)]
+        p = torch.nn.Parameter(p0.clone())
+        opt = torch.optim.Adam([p], lr=lr, betas=betas, eps=eps, foreach=False)
+        for gr in grads:
+            p.grad = gr.clone()
+            opt.step()
+        ref = p.detach()
+        out = tensor_like(answer(p0.clone(), [gr.clone() for gr in grads], lr, betas, eps), ref, "your parameter")
+        if max_diff(out, ref) <= 1e-10 + 1e-8 * ref.abs().max().item():
+            continue
+        if max_diff(out, p0) == 0:
+            raise Wrong("the parameter did not move: return the parameter after all the steps.")
+        raise Wrong(
+            f"after {T} steps (lr={lr}, betas={betas}, eps={eps}, gradients of scale {scale:g}, shape {shape}) "
+            f"your parameter differs from torch.optim.Adam's by {max_diff(out, ref):.2e} (tolerance 1e-10 + 1e-8 "
+            "|p|). Check the bias corrections and where eps goes: after dividing sqrt(v) by sqrt(1 - beta2^t)."
+        )
+
+# %% ../nbs/00b_check.ipynb #a74130a0
+@register("optim-2", kind="value", chapter="04_optimizers")
+def _optim_2(answer):
+    "A weight of 5.0 with zero gradients after 100 AdamW steps (lr 0.1, weight decay 0.1), within 1e-4."
+    x = number(answer)
+
+    def run(cls):
+        p = torch.nn.Parameter(torch.full((1,), 5.0, dtype=torch.float64))
+        opt = cls([p], lr=0.1, weight_decay=0.1, foreach=False)
+        for _ in range(100):
+            p.grad = torch.zeros_like(p)
+            opt.step()
+        return p.item()
+
+    if close(x, run(torch.optim.AdamW), 1e-4):
+        return
+    if close(x, 5.0, 1e-4):
+        raise Wrong("a zero gradient is still a gradient (not None): AdamW's decoupled decay acts on the weight.")
+    if close(x, run(torch.optim.Adam), 1e-4):
+        raise Wrong("that is Adam with L2 weight decay (its gradient normalised by Adam); the question is AdamW.")
+    if close(x, 5.0 * 0.9**100, 1e-4) or close(x, 0.0, 1e-4):
+        raise Wrong("the decay multiplies the weight by (1 - lr * weight_decay) per step, not by (1 - weight_decay).")
+    raise Wrong("not within 1e-4. With zero gradients, Adam's own step is 0/(0 + eps) = 0; only the decay acts.")
+
+# %% ../nbs/00b_check.ipynb #bf8fe613
+def _diabetes_hessian_eigs() -> Tensor:
+    "Eigenvalues of the Hessian 2/n X^T X of the chapter's least-squares problem (standardised diabetes + bias)."
+    from sklearn.datasets import load_diabetes
+
+    X = torch.tensor(load_diabetes(return_X_y=True)[0])
+    X = (X - X.mean(0)) / X.std(0)
+    X = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], 1)
+    return torch.linalg.eigvalsh(2 / len(X) * X.T @ X)
+
+
+@register("optim-3", kind="value", chapter="04_optimizers")
+def _optim_3(answer):
+    "The largest learning rate for which GD converges on the diabetes least squares, within 0.1% relative."
+    x = number(answer)
+    eig = _diabetes_hessian_eigs()
+    lam_min, lam_max = eig[0].item(), eig[-1].item()
+    ref = 2 / lam_max
+    if abs(x / ref - 1) <= 1e-3:
+        return
+    if abs(x * (lam_max + lam_min) / 2 - 1) <= 1e-3:
+        raise Wrong("that is the best constant rate, 2/(lambda_max + lambda_min); the question asks for the edge.")
+    if abs(x * lam_max - 1) <= 1e-3:
+        raise Wrong("that rate is safe but not the largest: the steep direction's factor 1 - lr*lambda may reach -1.")
+    if abs(x * lam_min / 2 - 1) <= 1e-3 or abs(x * lam_min - 1) <= 1e-3:
+        raise Wrong("that uses the smallest eigenvalue; divergence starts along the steepest direction.")
+    if x <= 0:
+        raise Wrong("a learning rate is positive.")
+    raise Wrong(
+        "not within 0.1%. Along an eigenvector with eigenvalue lambda the error is multiplied by (1 - lr*lambda) "
+        "per step: when does that stay below 1 in absolute value for every direction?"
+    )
+
+# %% ../nbs/00b_check.ipynb #b4395812
+@register("optim-4", kind="value", chapter="04_optimizers")
+def _optim_4(answer):
+    "Learning rate of update 9 under get_scheduler('linear', W=4, T=10), base lr 1.0, within 1e-6."
+    from transformers import get_linear_schedule_with_warmup
+
+    x = number(answer)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = get_linear_schedule_with_warmup(opt, 4, 10)
+    ref = sched.lr_lambdas[0](9)
+    if close(x, ref, 1e-6):
+        return
+    if close(x, 0.0, 1e-6):
+        raise Wrong("the factor reaches 0 at k = T = 10, which is after the last update (updates are k = 0..9).")
+    if close(x, 0.1, 1e-6):
+        raise Wrong("the linear decay runs from the end of warmup, over T - W steps, not over all T.")
+    if close(x, sched.lr_lambdas[0](8), 1e-6) or close(x, sched.lr_lambdas[0](10), 1e-6):
+        raise Wrong("off by one step: update k uses f(k), and the first update is k = 0.")
+    raise Wrong("not within 1e-6. Evaluate f_linear(k) = (T - k)/(T - W) at the right k.")
+
+# %% ../nbs/00b_check.ipynb #10c2d85f
+@register("optim-5", kind="function", chapter="04_optimizers")
+def _optim_5(answer):
+    "Cosine-with-warmup factor f(k, W, T), against transformers' schedule for k = 0..T on 8 (W, T), within 1e-12."
+    from transformers import get_cosine_schedule_with_warmup
+
+    used = uses_names(answer, {"get_cosine_schedule_with_warmup", "schedule_lambda", "get_scheduler", "Schedule"})
+    if used:
+        raise Wrong(f"write the formula yourself; your function uses {', '.join(sorted(used))}.")
+    for W, T in [(0, 1), (0, 10), (3, 10), (10, 10), (7, 20), (1, 2), (20, 200), (5, 1000)]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        f = get_cosine_schedule_with_warmup(opt, W, T).lr_lambdas[0]
+        for k in range(T + 1):
+            out, ref = number(answer(k, W, T), f"your f({k}, {W}, {T})"), f(k)
+            if close(out, ref, 1e-12):
+                continue
+            if k < W:
+                raise Wrong(f"wrong during warmup (k={k}, W={W}): the first update (k = 0) uses a factor of 0.")
+            raise Wrong(
+                f"f({k}, W={W}, T={T}) differs from transformers' cosine schedule by {abs(out - ref):.2e} "
+                "(tolerance 1e-12): the cosine runs over the T - W steps after warmup."
+            )
+
+# %% ../nbs/00b_check.ipynb #09b3f2a6
+def _meta_numel(model_cls, config, **kwargs) -> int:
+    "Number of parameters of `model_cls(config)` built on the meta device (no memory allocated)."
+    import logging
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    with torch.device("meta"):
+        return sum(p.numel() for p in model_cls(config, **kwargs).parameters())
+
+
+@register("background-1", kind="value", chapter="01_background")
+def _background_1(answer):
+    "Parameters of BERT-base without its pooler (BertModel(add_pooling_layer=False)), exactly."
+    from transformers import BertConfig, BertModel
+
+    x = number(answer)
+    d = 768
+    ref = _meta_numel(BertModel, BertConfig(), add_pooling_layer=False)
+    if close(x, ref, 0.5):
+        return
+    if close(x, ref + d * d + d, 0.5):
+        raise Wrong("that still includes the pooler: remove its d x d matrix and its d biases.")
+    if close(x, ref + d, 0.5) or close(x, ref + d * d, 0.5):
+        raise Wrong("the pooler has a d x d weight matrix AND d biases: remove both.")
+    raise Wrong("not exact. Start from BERT-base's total in the chapter's table and remove the pooler's parameters.")
+
+# %% ../nbs/00b_check.ipynb #89b0a977
+@register("background-2", kind="value", chapter="01_background")
+def _background_2(answer):
+    "Chinchilla-optimal parameter count for a budget of 1e21 FLOPs (C = 6ND, D = 20N), within 1% relative."
+    x = number(answer)
+    C = 1e21
+    ref = math.sqrt(C / 120)
+    if abs(x / ref - 1) <= 0.01:
+        return
+    if abs(x / (20 * ref) - 1) <= 0.01:
+        raise Wrong("that is the number of tokens D; the question asks for the parameters N.")
+    if abs(x / (C / 120) - 1) <= 0.01:
+        raise Wrong("C = 6 N D with D = 20 N gives C = 120 N^2: N is a square root.")
+    if abs(x / math.sqrt(C / 6) - 1) <= 0.01:
+        raise Wrong("you set D = N; Chinchilla's rule is about 20 tokens per parameter.")
+    if abs(x / (ref / 1e9) - 1) <= 0.01:
+        raise Wrong("give the number of parameters itself, not in billions.")
+    raise Wrong("not within 1%. Substitute D = 20 N into C = 6 N D and solve for N.")
+
+# %% ../nbs/00b_check.ipynb #cb40501a
+@register("background-3", kind="value", chapter="01_background")
+def _background_3(answer):
+    "Parameters added by untying GPT-2 small's output matrix (GPT2Config(tie_word_embeddings=False)), exactly."
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    x = number(answer)
+    ref = _meta_numel(GPT2LMHeadModel, GPT2Config(tie_word_embeddings=False)) - _meta_numel(
+        GPT2LMHeadModel, GPT2Config()
+    )
+    if close(x, ref, 0.5):
+        return
+    V, d = 50257, 768
+    if close(x, ref + V, 0.5):
+        raise Wrong("GPT-2's output projection has no bias.")
+    if close(x, 2 * ref, 0.5):
+        raise Wrong("untying adds one matrix (the output projection); the token table was there already.")
+    if close(x, 1024 * d, 0.5) or close(x, ref + 1024 * d, 0.5):
+        raise Wrong("the output projection maps to the vocabulary; the position table is not involved.")
+    raise Wrong("not exact. What shape does the output projection of GPT-2 small have?")
+
+# %% ../nbs/00b_check.ipynb #94c4d20b
+@register("background-4", kind="function", chapter="01_background")
+def _background_4(answer):
+    "GPT-2 (tied head) parameter count from (d, L, V, P), against transformers' GPT2LMHeadModel on 8 shapes, exactly."
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    used = uses_names(answer, {"param_count", "GPT2LMHeadModel", "GPT2Model", "numel", "parameters"})
+    if used:
+        raise Wrong(f"count from the shapes with a formula; your function uses {', '.join(sorted(used))}.")
+    g = torch.Generator().manual_seed(4)
+    for _ in range(8):
+        heads = int(torch.randint(1, 5, (), generator=g))
+        d = heads * 8 * int(torch.randint(1, 9, (), generator=g))
+        L = int(torch.randint(1, 7, (), generator=g))
+        V = int(torch.randint(50, 5000, (), generator=g))
+        P = int(torch.randint(16, 1025, (), generator=g))
+        cfg = GPT2Config(n_embd=d, n_layer=L, n_head=heads, vocab_size=V, n_positions=P)
+        ref = _meta_numel(GPT2LMHeadModel, cfg)
+        out = number(answer(d, L, V, P), "your count")
+        if close(out, ref, 0.5):
+            continue
+        diff = out - ref
+        if close(diff, V * d, 0.5):
+            raise Wrong("the output projection is tied to the token table: it adds no parameters.")
+        if close(diff, -2 * d, 0.5):
+            raise Wrong("off by 2d: the final LayerNorm (ln_f) after the last block has a scale and a shift.")
+        if close(diff, -P * d, 0.5):
+            raise Wrong("GPT-2 learns a position table too (n_positions x d).")
+        if L > 1 and close(diff % L, 0, 0.5) and abs(diff / L) < 20 * d:
+            raise Wrong(f"off by {diff / L:+.0f} per layer for d={d}: count each LayerNorm and each bias in a block.")
+        raise Wrong(
+            f"for d={d}, L={L}, V={V}, P={P} your count differs from GPT2LMHeadModel's by {diff:+,.0f} (exact "
+            "equality required)."
+        )
+
+# %% ../nbs/00b_check.ipynb #fb0ffe3e
+@register("background-5", kind="value", chapter="01_background")
+def _background_5(answer):
+    "GB (1e9 bytes) for weights, gradients and Adam state of Llama 2 7B in mixed precision, within 1%."
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    x = number(answer)
+    llama2_7b = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        vocab_size=32000,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+    )
+    n = _meta_numel(LlamaForCausalLM, llama2_7b)
+    ref = 16 * n / 1e9
+    if abs(x / ref - 1) <= 0.01:
+        return
+    if abs(x / (8 * n / 1e9) - 1) <= 0.01:
+        raise Wrong("that is pure bf16 (8 bytes per parameter); mixed precision keeps fp32 moments and master weights.")
+    if abs(x / (12 * n / 1e9) - 1) <= 0.01:
+        raise Wrong("you left out something of mixed precision: the fp32 master copy, or the 16-bit weights.")
+    if abs(x / (2 * n / 1e9) - 1) <= 0.01 or abs(x / (4 * n / 1e9) - 1) <= 0.01:
+        raise Wrong("that is the weights alone; training also keeps gradients and Adam's two moments.")
+    if abs(x / (16 * n / 2**30) - 1) <= 0.01:
+        raise Wrong("that is in GiB (2^30 bytes); give GB (10^9 bytes), as the chapter does.")
+    raise Wrong("not within 1%. Bytes per parameter from the chapter's table, times the parameter count.")
+
+# %% ../nbs/00b_check.ipynb #98bc9db6
+_WORDS = ("it", "was", "the", "best", "of", "times", "worst", "age", "wisdom", "fail", "again", "better")
+
+
+def _random_sentence(g: torch.Generator, lo: int, hi: int) -> str:
+    n = int(torch.randint(lo, hi, (), generator=g))
+    return " ".join(_WORDS[int(i)] for i in torch.randint(0, len(_WORDS), (n,), generator=g))
+
+
+@register("vision-1", kind="function", chapter="07a_vision_speech")
+def _vision_1(answer):
+    "Word error rate of one normalised reference/hypothesis pair, against jiwer.wer on 40 random pairs, within 1e-12."
+    import jiwer
+
+    used = uses_names(answer, {"jiwer", "wer", "word_errors", "process_words", "editdistance", "Levenshtein"})
+    if used:
+        raise Wrong(f"write the edit distance yourself; your function uses {', '.join(sorted(used))}.")
+    g = torch.Generator().manual_seed(5)
+    for k in range(40):
+        ref = _random_sentence(g, 1, 12)
+        hyp = _random_sentence(g, 0, 12) if k % 4 else ref  # some pairs identical
+        expected = jiwer.wer(ref, hyp) if hyp else len(ref.split()) / len(ref.split())
+        out = number(answer(ref, hyp), "your WER")
+        if close(out, expected, 1e-12):
+            continue
+        n_r, n_h = len(ref.split()), len(hyp.split())
+        if n_h and close(out * n_r / n_h, expected, 1e-12):
+            raise Wrong("divide by the number of reference words, not hypothesis words.")
+        if n_h > n_r and out <= 1:
+            raise Wrong(f"for reference {ref!r} and hypothesis {hyp!r}: insertions count too, so WER can exceed 1.")
+        raise Wrong(
+            f"for reference {ref!r} and hypothesis {hyp!r} your WER differs from jiwer's by "
+            f"{abs(out - expected):.3g} (tolerance 1e-12). Word errors are the minimum number of substitutions, "
+            "deletions and insertions (a Levenshtein distance over words), not position-by-position mismatches."
+        )
+
+# %% ../nbs/00b_check.ipynb #5434fc9e
+def _pixel_iou(a: Tensor, b: Tensor) -> Tensor:
+    "IoU of integer boxes (x1, y1, x2, y2) in [0, 32], by counting the unit cells each box covers on a grid."
+    ys, xs = torch.meshgrid(torch.arange(32) + 0.5, torch.arange(32) + 0.5, indexing="ij")
+
+    def mask(box):
+        return (xs > box[0]) & (xs < box[2]) & (ys > box[1]) & (ys < box[3])
+
+    out = torch.zeros(len(a), len(b), dtype=torch.float64)
+    for i, p in enumerate(a):
+        for j, q in enumerate(b):
+            mp, mq = mask(p), mask(q)
+            out[i, j] = (mp & mq).sum() / (mp | mq).sum()
+    return out
+
+
+@register("vision-2", kind="function", chapter="07a_vision_speech")
+def _vision_2(answer):
+    "IoU matrix of boxes, against pixel counting on a grid for 10 random sets of integer boxes, within 1e-6."
+    used = uses_names(answer, {"box_iou", "nms", "batched_nms"})
+    if used:
+        raise Wrong(f"write the overlap yourself; your function uses {', '.join(sorted(used))}.")
+    g = torch.Generator().manual_seed(6)
+    for _ in range(10):
+        boxes = []
+        for n in (int(torch.randint(1, 5, (), generator=g)), int(torch.randint(1, 5, (), generator=g))):
+            xy = torch.randint(0, 24, (n, 2), generator=g)
+            wh = torch.randint(1, 9, (n, 2), generator=g)
+            boxes.append(torch.cat([xy, xy + wh], 1).float())
+        a, b = boxes
+        ref = _pixel_iou(a, b)
+        out = tensor_like(answer(a.clone(), b.clone()), ref, "your IoU matrix")
+        d = max_diff(out, ref)
+        if d <= 1e-6:
+            continue
+        if (out < -1e-6).any() or (out > 1 + 1e-6).any():
+            raise Wrong("an IoU lies in [0, 1]: clamp the intersection's width and height at 0 (disjoint boxes).")
+        raise Wrong(
+            f"differs from the IoU counted pixel by pixel by {d:.2e} for boxes a={a.int().tolist()}, "
+            f"b={b.int().tolist()} (tolerance 1e-6). The union is area(A) + area(B) - intersection."
+        )
+
+# %% ../nbs/00b_check.ipynb #d32fa86c
+@register("vision-3", kind="value", chapter="07a_vision_speech")
+def _vision_3(answer):
+    "IoU of the boxes (0, 0, 2, 2) and (1, 1, 3, 3), within 1e-6."
+    x = number(answer)
+    a, b = torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[1.0, 1, 3, 3]])
+    ref = _pixel_iou(a, b).item()
+    if close(x, ref, 1e-6):
+        return
+    if close(x, 0.25, 1e-6):
+        raise Wrong("that is the intersection over the smaller area (MTCNN's 'min' mode); IoU divides by the union.")
+    if close(x, 1 / 8, 1e-6):
+        raise Wrong("the union counts the intersection once: area(A) + area(B) - intersection.")
+    if close(x, 1.0, 1e-6):
+        raise Wrong("that is the intersection's area; divide it by the union's area.")
+    raise Wrong("not within 1e-6. Draw the two squares: how large is their overlap, and their union?")
+
+# %% ../nbs/00b_check.ipynb #a427124a
+def _nms_reference(boxes, scores, threshold):
+    "The classic NMS loop of the original MTCNN code (facenet-pytorch's nms_numpy), IoU, offset 0."
+    import numpy as np
+
+    x1, y1, x2, y2 = boxes.T
+    area = (x2 - x1) * (y2 - y1)
+    order, keep = np.argsort(scores, kind="stable"), []
+    while order.size > 0:
+        i, rest = order[-1], order[:-1]
+        keep.append(int(i))
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        order = rest[inter / (area[i] + area[rest] - inter) <= threshold]
+    return keep
+
+
+@register("vision-4", kind="function", chapter="07a_vision_speech")
+def _vision_4(answer):
+    "Greedy NMS (kept indices, best first), against the MTCNN reference loop on 10 random cases, exactly."
+    used = uses_names(answer, {"nms", "batched_nms", "_nms_reference"})
+    if used:
+        raise Wrong(f"write the loop yourself (box_iou is allowed); your function uses {', '.join(sorted(used))}.")
+    g = torch.Generator().manual_seed(7)
+    for k in range(10):
+        n = 5 + 10 * k
+        xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 50
+        wh = 5 + torch.rand(n, 2, generator=g, dtype=torch.float64) * 20
+        boxes, scores = torch.cat([xy, xy + wh], 1), torch.rand(n, generator=g, dtype=torch.float64)
+        thr = (0.3, 0.5, 0.7)[k % 3]
+        ref = _nms_reference(boxes.numpy(), scores.numpy(), thr)
+        out = answer(boxes.clone(), scores.clone(), thr)
+        try:
+            out = [int(i) for i in out]
+        except (TypeError, ValueError):
+            raise Wrong(f"return the kept indices (a list or an int64 tensor); got {type(out).__name__}.") from None
+        if out == ref:
+            continue
+        if sorted(out) == sorted(ref):
+            raise Wrong("the right boxes, in the wrong order: return them by decreasing score.")
+        if set(out) > set(ref):
+            raise Wrong(
+                f"you keep {len(out)} boxes where {len(ref)} survive ({n} boxes, threshold {thr}): a box must be "
+                "dropped when it overlaps ANY kept box, and a dropped box suppresses nothing."
+            )
+        raise Wrong(
+            f"on {n} random boxes with threshold {thr} you keep {len(out)} boxes, the reference {len(ref)}: visit "
+            "boxes by decreasing score; keep a box unless its IoU with an already kept box exceeds the threshold."
+        )
+
+# %% ../nbs/00b_check.ipynb #6bf8f6ba
+@register("vision-5", kind="value", chapter="07a_vision_speech")
+def _vision_5(answer):
+    "Hop between Whisper's log-Mel frames in samples at 16 kHz (transformers' WhisperFeatureExtractor), exactly."
+    from transformers import WhisperFeatureExtractor
+
+    x = number(answer)
+    ref = WhisperFeatureExtractor().hop_length
+    if close(x, ref, 1e-9):
+        return
+    if close(x, 10, 1e-9) or close(x, 0.01, 1e-9):
+        raise Wrong("that is the hop in time; the question asks for it in samples at 16 kHz.")
+    if close(x, 100, 1e-9):
+        raise Wrong("that is the number of frames per second; the hop is the number of samples between two frames.")
+    if close(x, 400, 1e-9):
+        raise Wrong("that is the window (n_fft) each frame is computed from; frames overlap, the hop is smaller.")
+    if close(x, 80, 1e-9):
+        raise Wrong("80 is the number of Mel bands (the other axis of the features).")
+    raise Wrong("not exact. 30 s of audio at 16 kHz become 3000 frames.")

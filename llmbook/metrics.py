@@ -22,8 +22,8 @@ class UndefinedMetricWarning(UserWarning):
 # %% auto #0
 __all__ = ['AVERAGES', 'UndefinedMetricWarning', 'accuracy_score', 'confusion_matrix', 'precision_recall_fscore_support',
            'fbeta_score', 'f1_score', 'precision_score', 'recall_score', 'classification_report', 'BootstrapCI',
-           'bootstrap_ci', 'calibration_table', 'CalibrationResult', 'expected_calibration_error',
-           'reliability_diagram', 'plot_confusion_matrix']
+           'bootstrap_ci', 'cluster_bootstrap_ci', 'calibration_table', 'CalibrationResult',
+           'expected_calibration_error', 'reliability_diagram', 'plot_confusion_matrix']
 
 # %% ../nbs/05b_metrics.ipynb #2e5892a0
 def _to_numpy(x):
@@ -397,6 +397,22 @@ class BootstrapCI(NamedTuple):
         )
 
 
+def _percentile_interval(stats: np.ndarray, confidence: float) -> tuple[float, float]:
+    "The (1-confidence)/2 and (1+confidence)/2 quantiles of `stats`, NaNs left out with a warning."
+    bad = int(np.isnan(stats).sum())
+    if bad == len(stats):
+        raise ValueError("metric_fn returned NaN on every resample; no interval can be formed.")
+    if bad:
+        warnings.warn(
+            f"metric_fn returned NaN on {bad} of {len(stats)} resamples; they are left out of the interval.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    alpha = (1 - confidence) / 2
+    low, high = np.nanquantile(stats, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
 def bootstrap_ci(
     metric_fn: Callable,
     y_true,
@@ -435,18 +451,69 @@ def bootstrap_ci(
         idx = rng.integers(0, n, (min(batch, n_resamples - start), n))
         stats.extend(float(metric_fn(yt[i], yp[i])) for i in idx)
     stats = np.asarray(stats)
-    bad = int(np.isnan(stats).sum())
-    if bad == n_resamples:
-        raise ValueError("metric_fn returned NaN on every resample; no interval can be formed.")
-    if bad:
-        warnings.warn(
-            f"metric_fn returned NaN on {bad} of {n_resamples} resamples; they are left out of the interval.",
-            RuntimeWarning,
-            stacklevel=2,
+    low, high = _percentile_interval(stats, confidence)
+    return BootstrapCI(float(metric_fn(yt, yp)), low, high, confidence, n_resamples, stats)
+
+# %% ../nbs/05b_metrics.ipynb #11cd8410
+def cluster_bootstrap_ci(
+    metric_fn: Callable,
+    y_true,
+    y_pred,
+    groups,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    batch: int | None = None,
+) -> BootstrapCI:
+    """Percentile bootstrap interval of `metric_fn(y_true, y_pred)` that resamples whole clusters (e.g. films).
+
+    y_true, y_pred: arrays (list, numpy or torch) with the same first dimension N, as in `bootstrap_ci`;
+    groups: shape (N,), the cluster of each example (any sortable labels: ints, strings such as film names).
+    Each resample draws the G clusters with replacement, `numpy.random.default_rng(seed).integers(0, G, (batch, G))`
+    over the clusters in sorted order of their labels, pools all examples of the drawn clusters (in cluster order,
+    each example's original order kept) and evaluates `metric_fn` on the pool; the interval is the
+    (1-confidence)/2 and (1+confidence)/2 quantiles of the `n_resamples` values. This is resampling clusters only,
+    the first strategy of Davison & Hinkley, *Bootstrap Methods and their Application* (1997), section 3.8, and
+    the cluster bootstrap of Field & Welsh, "Bootstrapping clustered data", JRSS B 69 (2007).
+    With one example per cluster and groups = 0..N-1 it draws the same resamples as `bootstrap_ci` with the same
+    seed. Returns `BootstrapCI` (estimate = the metric on all N examples; distribution shape (n_resamples,)).
+    Raises ValueError for empty input, lengths that differ, fewer than 2 clusters, a confidence outside (0, 1) or
+    a non-positive n_resamples; resamples with a NaN metric are left out with a RuntimeWarning."""
+    yt, yp, g = _to_numpy(y_true), _to_numpy(y_pred), _to_numpy(groups)
+    if yt.ndim == 0 or yp.ndim == 0 or g.ndim != 1 or not len(yt) == len(yp) == len(g):
+        raise ValueError(
+            f"y_true, y_pred and groups must have the same first dimension N (groups of shape (N,), one cluster "
+            f"label per example); got shapes {yt.shape}, {yp.shape} and {g.shape}."
         )
-    alpha = (1 - confidence) / 2
-    low, high = np.nanquantile(stats, [alpha, 1 - alpha])
-    return BootstrapCI(float(metric_fn(yt, yp)), float(low), float(high), confidence, n_resamples, stats)
+    if len(yt) == 0:
+        raise ValueError("y_true is empty; the bootstrap needs at least one example.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1; got {confidence!r}.")
+    if int(n_resamples) != n_resamples or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive integer; got {n_resamples!r}.")
+    cluster = np.unique(g, return_inverse=True)[1].reshape(-1)  # 0..G-1, in sorted order of the labels
+    size = np.bincount(cluster)
+    G = len(size)
+    if G < 2:
+        raise ValueError(
+            f"groups holds a single cluster ({g.tolist()[0]!r}); every cluster resample would be the whole data. "
+            "A cluster bootstrap needs at least 2 clusters (use bootstrap_ci if the examples are independent)."
+        )
+    order = np.argsort(cluster, kind="stable")  # the examples of cluster 0, then of cluster 1, ...
+    start = np.cumsum(size) - size  # where each cluster's slice of `order` begins
+    n_resamples, batch = int(n_resamples), int(batch or n_resamples)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for b0 in range(0, n_resamples, batch):
+        for draw in rng.integers(0, G, (min(batch, n_resamples - b0), G)):
+            sizes = size[draw]
+            # slice k of the pool is order[start[draw[k]] : start[draw[k]] + sizes[k]]
+            pos = np.arange(sizes.sum()) + np.repeat(start[draw] - (np.cumsum(sizes) - sizes), sizes)
+            idx = order[pos]
+            stats.append(float(metric_fn(yt[idx], yp[idx])))
+    stats = np.asarray(stats)
+    low, high = _percentile_interval(stats, confidence)
+    return BootstrapCI(float(metric_fn(yt, yp)), low, high, confidence, n_resamples, stats)
 
 # %% ../nbs/05b_metrics.ipynb #a45268d6
 def calibration_table(confidences, outcomes, n_bins: int = 15) -> dict:

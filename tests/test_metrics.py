@@ -386,6 +386,89 @@ def test_bootstrap_errors_and_nan_resamples():
     assert ci.low == ci.high == 1.0
 
 
+def test_cluster_bootstrap_one_example_per_cluster_is_the_ordinary_bootstrap():
+    rng = np.random.default_rng(11)
+    yt = rng.integers(0, 3, 120)
+    yp = np.where(rng.random(120) < 0.6, yt, rng.integers(0, 3, 120))
+
+    def metric(a, b):
+        return M.f1_score(a, b, average="macro", num_classes=3, zero_division=0)
+
+    for batch in (None, 37):
+        ours = M.cluster_bootstrap_ci(metric, yt, yp, np.arange(120), n_resamples=150, seed=4, batch=batch)
+        ref = M.bootstrap_ci(metric, yt, yp, n_resamples=150, seed=4, batch=batch)
+        assert (ours.distribution == ref.distribution).all() and (ours.low, ours.high) == (ref.low, ref.high)
+    # string labels in sorted order are the same clusters
+    names = np.array([f"film{i:03d}" for i in range(120)])
+    s = M.cluster_bootstrap_ci(metric, yt, yp, names, n_resamples=150, seed=4)
+    assert (s.distribution == ref.distribution).all()
+
+
+def test_cluster_bootstrap_hand_computed_and_scipy():
+    # two clusters: a = examples 0,1 (1 hit of 2), b = examples 2,3,4 (3 hits of 3); groups given out of order
+    yt = np.array([0, 1, 1, 0, 1])
+    yp = np.array([0, 1, 0, 0, 1])
+    groups = np.array(["b", "b", "a", "b", "a"])  # a: indices 2, 4 (1 hit of 2); b: 0, 1, 3 (3 of 3)
+    ci = M.cluster_bootstrap_ci(M.accuracy_score, yt, yp, groups, n_resamples=400, seed=0)
+    draws = np.random.default_rng(0).integers(0, 2, (400, 2))  # cluster 0 = "a", 1 = "b"
+    hits, n = np.array([1, 3]), np.array([2, 3])
+    expected = hits[draws].sum(1) / n[draws].sum(1)  # {a,a}: 1/2, {a,b}: 4/5, {b,b}: 1
+    np.testing.assert_allclose(ci.distribution, expected, atol=1e-15, rtol=0)
+    assert set(np.round(ci.distribution, 12)) == {0.5, 0.8, 1.0} and ci.estimate == 0.8
+
+    # accuracy by cluster = scipy's percentile bootstrap of total hits / total examples over per-cluster totals
+    rng = np.random.default_rng(5)
+    g = rng.integers(0, 60, 900)
+    p = rng.uniform(0.4, 1.0, 60)[g]
+    y = rng.integers(0, 2, 900)
+    pred = np.where(rng.random(900) < p, y, 1 - y)
+    ours = M.cluster_bootstrap_ci(M.accuracy_score, torch.tensor(y), torch.tensor(pred), torch.tensor(g), seed=8)
+    h, k = np.bincount(g, weights=pred == y), np.bincount(g)
+    ref = stats.bootstrap(
+        (h[k > 0], k[k > 0]),
+        lambda a, b: a.sum() / b.sum(),
+        paired=True,
+        vectorized=False,
+        method="percentile",
+        n_resamples=1000,
+        rng=np.random.default_rng(8),
+    )
+    np.testing.assert_allclose(ours.distribution, ref.bootstrap_distribution, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(
+        [ours.low, ours.high], [ref.confidence_interval.low, ref.confidence_interval.high], atol=1e-12, rtol=0
+    )
+
+
+def test_cluster_bootstrap_is_wider_on_clustered_data():
+    # 50 clusters of 20 examples, cluster accuracies uniform on [0.3, 1]: intra-cluster correlation
+    # var(p) / (p(1-p)) = (0.7^2 / 12) / (0.65 * 0.35) = 0.18, design effect 1 + 19 * 0.18 = 4.4, so the interval
+    # should be about sqrt(4.4) = 2.1 times wider (1.8 to 2.3 over seeds 0-4); 1.5 leaves room for resampling noise
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(50), 20)
+    y = rng.integers(0, 2, 1000)
+    pred = np.where(rng.random(1000) < rng.uniform(0.3, 1.0, 50)[g], y, 1 - y)
+    by_cluster = M.cluster_bootstrap_ci(M.accuracy_score, y, pred, g, seed=1)
+    by_example = M.bootstrap_ci(M.accuracy_score, y, pred, seed=1)
+    assert by_cluster.estimate == by_example.estimate
+    assert by_cluster.high - by_cluster.low > 1.5 * (by_example.high - by_example.low)
+
+
+def test_cluster_bootstrap_errors():
+    acc = M.accuracy_score
+    with pytest.raises(ValueError, match="same first dimension"):
+        M.cluster_bootstrap_ci(acc, [0, 1, 1], [0, 1, 1], [0, 1])
+    with pytest.raises(ValueError, match="same first dimension"):
+        M.cluster_bootstrap_ci(acc, [0, 1], [0], [0, 1])
+    with pytest.raises(ValueError, match="empty"):
+        M.cluster_bootstrap_ci(acc, [], [], [])
+    with pytest.raises(ValueError, match="single cluster.*at least 2 clusters"):
+        M.cluster_bootstrap_ci(acc, [0, 1, 1], [0, 1, 0], ["x", "x", "x"])
+    with pytest.raises(ValueError, match="confidence"):
+        M.cluster_bootstrap_ci(acc, [0, 1], [0, 1], [0, 1], confidence=95)
+    with pytest.raises(ValueError, match="n_resamples"):
+        M.cluster_bootstrap_ci(acc, [0, 1], [0, 1], [0, 1], n_resamples=0)
+
+
 # ---- calibration -----------------------------------------------------------------------------------------------------
 
 
