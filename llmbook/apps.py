@@ -22,57 +22,14 @@ from .config import load as load_settings
 from .resources import get
 
 # %% auto #0
-__all__ = ['CHAT_FOLDER', 'SWORD_SETUP', 'convert_gguf', 'chat_model_dir', 'load_chat_model', 'encode_chat', 'greedy_generate',
-           'generate', 'rouge', 'summarize', 'embed', 'retrieve', 'recall_at_k', 'guardian_headlines', 'answer',
-           'translate', 'parallel_verses', 'classify', 'env_report']
+__all__ = ['SWORD_SETUP', 'load_chat_model', 'encode_chat', 'greedy_generate', 'generate', 'rouge', 'summarize', 'embed',
+           'retrieve', 'recall_at_k', 'guardian_headlines', 'answer', 'translate', 'parallel_verses', 'classify',
+           'env_report']
 
 # %% ../nbs/07_applications.ipynb #46a9fefe
-CHAT_FOLDER = "smollm2-135m-instruct-hf"
-
-
-def convert_gguf(gguf_path, out_dir) -> Path:
-    """Dequantise a Llama-family GGUF file into a plain Hugging Face model folder (float32 safetensors + tokenizer).
-
-    transformers reads the GGUF with `from_pretrained(dir, gguf_file=...)` (needs the `gguf` package) and
-    dequantises every tensor, but the model it returns stays marked as gguf-quantized and `save_pretrained`
-    refuses it; so a plain model is built from the same config minus `quantization_config` and the state dict is
-    loaded into it strictly (every tensor must map). Written to a temporary folder, then renamed: never torn.
-    Raises `FileNotFoundError` when `gguf_path` is missing."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
-    if not gguf_path.is_file():
-        raise FileNotFoundError(f"{gguf_path} does not exist; get it with llmbook.resources.get('smollm2_gguf').")
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # quiet, deterministic output
-    try:
-        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        q = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-    cfg = q.config.to_dict()
-    cfg.pop("quantization_config", None)
-    plain = AutoModelForCausalLM.from_config(type(q.config).from_dict(cfg), dtype=torch.float32)
-    plain.load_state_dict(q.state_dict(), strict=True)
-    plain.generation_config = q.generation_config
-    tmp = out_dir.with_name(out_dir.name + ".part")
-    plain.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return out_dir
-
-
-def chat_model_dir(cache_dir=None) -> Path:
-    "Folder of SmolLM2-135M-Instruct as a plain Hugging Face model, converted once from the pinned GGUF and cached."
-    out = Path(cache_dir or load_settings().cache_dir).expanduser() / "models" / CHAT_FOLDER
-    if not (out / "model.safetensors").is_file():
-        convert_gguf(get("smollm2_gguf"), out)
-    return out
+from .resources import SMOLLM2_FOLDER as CHAT_FOLDER  # noqa: F401 (re-exported)
+from .resources import convert_gguf  # noqa: F401 (re-exported)
+from .resources import smollm2_dir as chat_model_dir
 
 # %% ../nbs/07_applications.ipynb #7b78d9b7
 _LOADED: dict = {}

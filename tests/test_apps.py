@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmbook import apps
+from llmbook import apps, resources
 from llmbook import vision_speech as vs
 from llmbook.resources import get
 
@@ -17,7 +17,7 @@ from llmbook.resources import get
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     out = tmp_path_factory.mktemp("smol") / "hf"
-    return apps.convert_gguf(get("smollm2_gguf"), out)
+    return resources.convert_gguf(get("smollm2_gguf"), out)
 
 
 def test_gguf_conversion_is_lossless(converted):
@@ -44,7 +44,7 @@ def test_gguf_conversion_is_lossless(converted):
 
 def test_convert_gguf_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="smollm2_gguf"):
-        apps.convert_gguf(tmp_path / "nope.gguf", tmp_path / "out")
+        resources.convert_gguf(tmp_path / "nope.gguf", tmp_path / "out")
 
 
 # ---------------------------------------------------------------- batched generation
