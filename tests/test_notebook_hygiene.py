@@ -20,7 +20,11 @@ NOTEBOOKS = sorted((ROOT / "nbs").glob("*.ipynb"))
 # nbval-ignore-output cells today: timings, rates and benchmark records. Lower this when one goes; raise it only
 # with a reason a reviewer accepts (a kernel-dependent value is asserted with a tolerance and printed coarsely
 # instead, see tests/README.md).
-MAX_IGNORED_OUTPUT_CELLS = 25
+# 25 -> 28: the pretraining chapter's training run and its generated samples (a few hundred float32 AdamW steps:
+# the losses and sampled characters follow the CPU's kernels; the cell asserts the validation loss beats the bigram
+# baseline) and the home page's timing table (seconds measured by the last `pytest nbs`; it asserts every timed
+# notebook exists).
+MAX_IGNORED_OUTPUT_CELLS = 28
 
 
 def _code_cells(nb_path: Path):
