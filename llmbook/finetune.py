@@ -426,11 +426,19 @@ def check_output_dir(args: FinetuneArgs) -> str:
         if not saved_p.is_file():
             raise FinetuneError(f"--resume: {out} holds no run_settings.json, so it is not a fine-tuning run folder.")
         saved = json.loads(saved_p.read_text())["args"]
-        # a setting added after the run was saved counts as its default
+        now = asdict(args)
+
+        def effective(settings: dict, k: str):
+            # a setting added after the run was saved counts as its default; no --lr means the strategy's default rate
+            v = settings.get(k, getattr(FinetuneArgs, k, None))
+            if k == "lr" and v is None:
+                v = DEFAULT_LR.get(settings.get("strategy", FinetuneArgs.strategy))
+            return v
+
         diff = {
-            k: (saved.get(k, getattr(FinetuneArgs, k, None)), getattr(args, k))
+            k: (effective(saved, k), effective(now, k))
             for k in _SAME_RUN_KEYS
-            if saved.get(k, getattr(FinetuneArgs, k, None)) != getattr(args, k)
+            if effective(saved, k) != effective(now, k)
         }
         if diff:
             raise FinetuneError(

@@ -320,6 +320,26 @@ def test_resume_with_different_settings_is_refused(tmp_path):
         ft.FinetuneArgs(optim="sgd")
 
 
+def test_resume_compares_the_effective_learning_rate(tmp_path):
+    """--lr left out means the strategy's default rate (DEFAULT_LR): a run started with that rate written out resumes
+    without the flag and the other way round; a different rate is refused with both effective values."""
+    out = tmp_path / "r"
+    out.mkdir()
+    default = ft.DEFAULT_LR["full"]
+    (out / "run_settings.json").write_text(
+        json.dumps({"args": ft.asdict(ft.FinetuneArgs(output_dir=str(out), strategy="full", lr=default))})
+    )
+    assert ft.check_output_dir(ft.FinetuneArgs(output_dir=str(out), strategy="full", resume=True)) == "resume"
+    (out / "run_settings.json").write_text(
+        json.dumps({"args": ft.asdict(ft.FinetuneArgs(output_dir=str(out), strategy="full"))})
+    )
+    assert (
+        ft.check_output_dir(ft.FinetuneArgs(output_dir=str(out), strategy="full", lr=default, resume=True)) == "resume"
+    )
+    with pytest.raises(ft.FinetuneError, match=f"lr was {default!r}, now {2 * default!r}"):
+        ft.check_output_dir(ft.FinetuneArgs(output_dir=str(out), strategy="full", lr=2 * default, resume=True))
+
+
 def test_lora_saves_adapter_and_merged_model(tmp_path):
     out = tmp_path / "lora"
     r = run_cli("finetune", "--strategy", "lora", "--output-dir", str(out), *SMALL)
