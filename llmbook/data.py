@@ -321,7 +321,10 @@ def _read_table(path: Path, columns=()) -> pd.DataFrame:
     return df
 
 # %% ../nbs/05_data.ipynb #13240f6a
-_MISSING = {"", "nan", "na", "n/a", "null", "none", "<na>"}
+_MISSING = {""}  # an empty cell; JSON null and float NaN are missing too (see _label_string)
+# words that often MEAN "missing" but can be a real class ("none" in moderation data): kept as class names, with a
+# warning that says how to drop them
+_MISSING_WORDS = {"nan", "na", "n/a", "null", "none", "<na>"}
 
 
 def _label_string(v) -> str | None:
@@ -446,6 +449,13 @@ def load_labeled_file(
     padded = sum(isinstance(v, str) and v.strip() != v and v.strip() != "" for v in raw)
     if padded:
         warnings.warn(f"{path}: stripped spaces around {padded} label value(s) (' pos' is read as 'pos').")
+    words = sorted({v for v in clean if v is not None and v.lower() in _MISSING_WORDS})
+    if words:
+        counts = ", ".join(f"{w!r} ({clean.count(w)} rows)" for w in words)
+        warnings.warn(
+            f"{path}: label value(s) {counts} in column {label_column!r} are taken as class names; if they mean "
+            "'no label', leave those cells empty or delete those rows."
+        )
     missing = sum(v is None for v in clean)
     if missing:
         warnings.warn(f"{path}: dropped {missing} row(s) with no label in column {label_column!r}.")

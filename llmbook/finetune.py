@@ -325,6 +325,10 @@ class FinetuneArgs:
                 raise FinetuneError(f"{_flag(name)} must be >= 0 (0 = all), got {getattr(self, name)}.")
         if self.mixed_precision not in _config.MIXED_PRECISION:
             raise FinetuneError(f"mixed_precision {self.mixed_precision!r}: choose one of {_config.MIXED_PRECISION}.")
+        if self.mixed_precision == "fp16" and not torch.cuda.is_available():
+            raise FinetuneError(
+                "--mixed-precision fp16 needs a CUDA GPU (fp16 with a loss scaler); on a CPU use bf16 or no."
+            )
         if self.optim not in OPTIMIZERS:
             raise FinetuneError(f"optim {self.optim!r}: choose one of {', '.join(OPTIMIZERS)}.")
 

@@ -439,7 +439,15 @@ def test_hamlet_pretraining_record_is_json_and_summarised(tmp_path):
     assert res["training_flops"] == 6 * res["non_embedding"] * res["train_tokens"]
     assert [r["step"] for r in res["history"] if "val_bits" in r] == [2, 3]
     assert len(res["samples"]["sampled"]) == len("HAMLET\n") + 20
-    llmbook_config.write_results("pretraining", res, wall_time_s=res["train_seconds"], folder=tmp_path)
+    llmbook_config.write_results(
+        "pretraining",
+        res,
+        args=dict(sizes, seed=0),
+        wall_time_s=res["train_seconds"],
+        folder=tmp_path,
+        source="nbs/02c_pretraining.ipynb",
+        allow_dirty=True,
+    )
     line = pretraining_summary(llmbook_config.read_results("pretraining", folder=tmp_path))
     assert line.startswith("full profile:") and f"{res['parameters']:,} parameters" in line
 

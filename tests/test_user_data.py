@@ -264,3 +264,16 @@ def test_cli_on_a_file_with_labels_1_and_2(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert list(m["test"]["per_class"]) == ["1", "2"] and np.asarray(m["test"]["confusion_matrix"]).shape == (2, 2)
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "1", "1": "2"}
+
+
+def test_label_words_that_often_mean_missing_are_classes_with_a_warning(tmp_path):
+    """'none' is a real class in moderation data and 'NA' one in region codes: such values are kept as class names
+    (never dropped silently), with a warning saying how to drop them if they meant 'no label'."""
+    f = write(tmp_path / "d.csv", "text,label\n" + rows(["none", "insult", "threat"]))
+    with pytest.warns(UserWarning, match=r"'none' \(20 rows\) in column 'label' are taken as class names"):
+        ds, names = load_labeled_file(f)
+    assert names == ["insult", "none", "threat"] and len(ds) == 60
+    g = write(tmp_path / "e.csv", "text,label\n" + rows(["NA", "EU"]))
+    with pytest.warns(UserWarning, match="'NA' \\(30 rows\\)"):
+        ds, names = load_labeled_file(g)
+    assert names == ["EU", "NA"] and len(ds) == 60
