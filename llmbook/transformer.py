@@ -442,8 +442,17 @@ def generate(
     input_ids, attention_mask: (B, T) long (mask 1 = real token; None = no padding). Returns (B, T + n) ids,
     n <= max_new_tokens (fewer only when every row reached `eos_token_id`); with `output_logits`, also the
     (B, n, V) float32 logits each token was chosen from."""
+    if input_ids.dim() != 2:
+        raise ValueError(
+            f"input_ids must be (batch, length) token ids, got shape {tuple(input_ids.shape)}; for one prompt pass ids[None]."
+        )
     B, T = input_ids.shape
-    total = T + max_new_tokens
+    total, limit = T + max_new_tokens, model.config.max_position_embeddings
+    if total > limit:  # checked before anything is computed or allocated
+        raise ValueError(
+            f"{T} prompt tokens + max_new_tokens={max_new_tokens} exceed this model's "
+            f"max_position_embeddings={limit}; lower max_new_tokens to at most {max(limit - T, 0)} or shorten the prompt."
+        )
     ids = torch.full((B, total), pad_token_id or 0, dtype=torch.long, device=input_ids.device)
     mask = torch.ones(B, total, dtype=torch.long, device=input_ids.device)
     ids[:, :T] = input_ids

@@ -152,8 +152,13 @@ def test_prompt_longer_than_position_limit_is_refused():
     model = tr.Decoder(tiny_config(max_position_embeddings=8)).eval()
     with pytest.raises(ValueError, match="max_position_embeddings=8"):
         model(torch.zeros(1, 9, dtype=torch.long))
-    with pytest.raises(ValueError, match="max_position_embeddings=8"):
-        tr.generate(model, torch.zeros(1, 6, dtype=torch.long), max_new_tokens=5)
+    with pytest.raises(
+        ValueError,
+        match="max_new_tokens=5 exceed this model's max_position_embeddings=8; lower max_new_tokens to at most 2",
+    ):
+        tr.generate(model, torch.zeros(1, 6, dtype=torch.long), max_new_tokens=5)  # refused before any step
+    with pytest.raises(ValueError, match="for one prompt pass ids\\[None\\]"):
+        tr.generate(model, torch.zeros(6, dtype=torch.long), max_new_tokens=1)
 
 
 # ---------------------------------------------------------------- KV cache and generation on random weights
