@@ -165,7 +165,7 @@ def main(argv=None):
     )
     print("cached tokens identical to transformers':", identical)
     if not args.no_write:
-        print("wrote", write_results("bench_generate", data, wall_time_s=round(time.time() - t0, 1)))
+        print("wrote", write_results("bench_generate", data, args=vars(args), wall_time_s=round(time.time() - t0, 1)))
     return data
 
 

@@ -66,7 +66,7 @@ def main():
         rows.append({"tokenizer": name, "seconds": median[name], "ratio_to_transformers": median[name] / median[ref]})
         ratio = rows[-1]["ratio_to_transformers"]
         print(f"{name:32} {median[name]:7.2f} s per pass over {len(texts)} texts   x{ratio:.2f}")
-    write_results("bench_tokenization", {"n_texts": len(texts), "repeats": args.repeats, "rows": rows})
+    write_results("bench_tokenization", {"n_texts": len(texts), "repeats": args.repeats, "rows": rows}, args=vars(args))
 
 
 if __name__ == "__main__":
